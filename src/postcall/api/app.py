@@ -1,0 +1,162 @@
+"""The FastAPI application, and the one table that maps errors to HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import postcall
+from postcall.api import native
+from postcall.errors import (
+    Conflict,
+    DurationExceeded,
+    EmptyFile,
+    FeatureDisabled,
+    InvalidInput,
+    MediaError,
+    NotFound,
+    PayloadTooLarge,
+    PostcallError,
+    Unauthorized,
+    UnsupportedMedia,
+)
+from postcall.wiring import Components
+
+log = logging.getLogger(__name__)
+
+# The one table: most specific class first.
+HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
+    (EmptyFile, 400),
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (FeatureDisabled, 404),
+    (Conflict, 409),
+    (Unauthorized, 401),
+    (PayloadTooLarge, 413),
+    (UnsupportedMedia, 415),
+    (DurationExceeded, 422),
+    (MediaError, 422),
+)
+
+QUEUE_DEPTH = Gauge("postcall_queue_depth", "Transcriptions waiting for a worker")
+
+# Multipart framing and the small text fields beside the file.
+_FORM_OVERHEAD = 1024 * 1024
+
+
+def status_for(exc: PostcallError) -> int:
+    for cls, status in HTTP_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(exc: PostcallError) -> JSONResponse:
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    field = getattr(exc, "field", None)
+    if field:
+        body["field"] = field
+    if exc.retryable:
+        body["retryable"] = True
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return JSONResponse({"error": body}, status_code=status_for(exc), headers=headers)
+
+
+class UploadLimit:
+    """Refuses request bodies over the upload cap, before and while they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes + _FORM_OVERHEAD
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(self._too_large())(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body is larger than the upload limit of "
+            f"{self.max_bytes - _FORM_OVERHEAD} bytes (POSTCALL_MAX_UPLOAD_BYTES)"
+        )
+
+
+def create_app(components: Components) -> FastAPI:
+    app = FastAPI(
+        title="postcall",
+        version=postcall.__version__,
+        description="Self-hosted asynchronous transcription of call and meeting recordings.",
+    )
+    app.state.components = components
+    app.include_router(native.router)
+    app.include_router(native.transcriptions)
+    app.add_middleware(UploadLimit, max_bytes=components.settings.max_upload_bytes)
+
+    @app.exception_handler(PostcallError)
+    async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:
+        if status_for(exc) >= 500:
+            log.exception("request failed", exc_info=exc)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "invalid_input",
+                    "message": f"{field}: {first.get('msg', 'invalid')}",
+                    "field": field,
+                },
+                "detail": [
+                    {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in errors
+                ],
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        QUEUE_DEPTH.set(components.store.queue_depth())
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

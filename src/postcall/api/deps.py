@@ -1,0 +1,84 @@
+"""Request dependencies: the components, and the caller's tenant from its API key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from postcall.errors import FeatureDisabled, Unauthorized
+from postcall.service import Service
+from postcall.wiring import Components
+
+DEFAULT_TENANT = "default"
+
+
+def hash_key(key: str) -> str:
+    """How API keys are kept: only this hash is ever stored."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def components(request: Request) -> Components:
+    c: Components = request.app.state.components
+    return c
+
+
+def service(request: Request) -> Service:
+    return components(request).service
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "").strip()
+    if not header:
+        return None
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() in ("bearer", "token") and rest.strip():
+        return rest.strip()
+    return header  # the bare key
+
+
+def tenant(request: Request) -> str:
+    """The tenant of the presented API key; 401 without a valid one."""
+    c = components(request)
+    key = _presented_key(request)
+    if key is None:
+        if c.settings.auth == "disabled":
+            return DEFAULT_TENANT
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+    digest = hash_key(key)
+    # Compare against every configured key without stopping early (constant time).
+    matched = False
+    for static in c.settings.static_api_keys:
+        matched |= hmac.compare_digest(digest, hash_key(static))
+    if matched:
+        return DEFAULT_TENANT
+    stored = c.store.tenant_for_key(digest)
+    if stored is not None:
+        return stored
+    if c.settings.auth == "disabled":
+        return DEFAULT_TENANT
+    raise Unauthorized("the API key is not valid")
+
+
+def transcription_enabled(request: Request) -> None:
+    if not components(request).settings.transcription_post_enabled:
+        raise FeatureDisabled(
+            "the transcription endpoints are disabled on this server "
+            "(TRANSCRIPTION_POST_ENABLED=false)"
+        )
+
+
+Tenant = Annotated[str, Depends(tenant)]
+Svc = Annotated[Service, Depends(service)]

@@ -1,0 +1,185 @@
+"""The native API: recordings, and the documented transcription contract."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from postcall import formats
+from postcall.api.deps import Svc, Tenant, transcription_enabled
+from postcall.api.schemas import (
+    TranscribeAccepted,
+    TranscribeRequest,
+    TranscriptionView,
+    recording_view,
+    transcription_view,
+)
+from postcall.domain import TranscriptionStatus
+from postcall.errors import InvalidInput
+
+router = APIRouter(prefix="/v1")
+transcriptions = APIRouter(prefix="/v1", dependencies=[Depends(transcription_enabled)])
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+Cursor = Annotated[str | None, Query(description="nextCursor of the previous page.")]
+
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "metadata": {
+                            "type": "string",
+                            "description": 'JSON object, e.g. {"participants": [{"id": '
+                            '"1", "name": "Alice"}]}',
+                        },
+                        "id": {
+                            "type": "string",
+                            "description": "Client-chosen recording id (optional).",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/recordings", status_code=201, openapi_extra=_UPLOAD_SCHEMA)
+async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> JSONResponse:
+    """Upload a recording (multipart: ``file``, optional ``metadata`` JSON and ``id``)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput(
+            "send the recording as multipart/form-data with a 'file' field", field="file"
+        )
+    form = await request.form(max_files=1, max_fields=16)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("the 'file' field with the recording is missing", field="file")
+        metadata = _metadata(form.get("metadata"))
+        rec_id = form.get("id")
+        if rec_id is not None and not isinstance(rec_id, str):
+            raise InvalidInput("id must be a string", field="id")
+        recording = await run_in_threadpool(
+            svc.create_recording,
+            tenant,
+            upload.file,
+            filename=upload.filename or "recording",
+            content_type=_content_type(upload),
+            metadata=metadata,
+            recording_id=rec_id or None,
+        )
+    finally:
+        await form.close()
+    return JSONResponse(recording_view(recording), status_code=201)
+
+
+def _content_type(upload: UploadFile) -> str:
+    declared = upload.content_type or ""
+    if declared and declared != "application/octet-stream":
+        return declared
+    guessed, _ = mimetypes.guess_type(upload.filename or "")
+    return guessed or "application/octet-stream"
+
+
+def _metadata(raw: object) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, str):
+        raise InvalidInput("metadata must be a JSON object in a text field", field="metadata")
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"metadata is not valid JSON: {exc}", field="metadata") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object", field="metadata")
+    return value
+
+
+@router.get("/recordings")
+def list_recordings(tenant: Tenant, svc: Svc, limit: Limit = 50, cursor: Cursor = None) -> Any:
+    page = svc.list_recordings(tenant, limit=limit, cursor=cursor)
+    return {"data": [recording_view(r) for r in page.items], "nextCursor": page.next_cursor}
+
+
+@router.get("/recordings/{recording_id}")
+def get_recording(recording_id: str, tenant: Tenant, svc: Svc) -> Any:
+    return recording_view(svc.get_recording(tenant, recording_id))
+
+
+@router.delete("/recordings/{recording_id}", status_code=204)
+def delete_recording(recording_id: str, tenant: Tenant, svc: Svc) -> Response:
+    """Delete a recording with its transcriptions and every stored file."""
+    svc.delete_recording(tenant, recording_id)
+    return Response(status_code=204)
+
+
+@transcriptions.post(
+    "/recordings/{recording_id}/transcribe", status_code=202, response_model=TranscribeAccepted
+)
+def transcribe(
+    recording_id: str,
+    tenant: Tenant,
+    svc: Svc,
+    body: Annotated[TranscribeRequest | None, Body()] = None,
+) -> Any:
+    """Queue a transcription; poll ``GET /v1/transcriptions/{id}``."""
+    language = body.language if body is not None else None
+    t = svc.request_transcription(tenant, recording_id, language=language)
+    return {"transcriptionId": t.id, "status": "queued"}
+
+
+@transcriptions.get("/recordings/{recording_id}/transcriptions")
+def list_recording_transcriptions(
+    recording_id: str, tenant: Tenant, svc: Svc, limit: Limit = 50, cursor: Cursor = None
+) -> Any:
+    page = svc.list_transcriptions(tenant, recording_id=recording_id, limit=limit, cursor=cursor)
+    return {"data": [transcription_view(t) for t in page.items], "nextCursor": page.next_cursor}
+
+
+@transcriptions.get(
+    "/transcriptions/{transcription_id}",
+    response_model=TranscriptionView,
+    response_model_exclude_none=True,
+)
+def get_transcription(transcription_id: str, tenant: Tenant, svc: Svc) -> Any:
+    """Status; once completed, the transcript as ``[HH:MM:SS] Speaker: text`` lines."""
+    t = svc.get_transcription(tenant, transcription_id)
+    text = None
+    if t.status is TranscriptionStatus.COMPLETED:
+        text = formats.to_text_lines(svc.load_document(t))
+    return transcription_view(t, text)
+
+
+@transcriptions.get("/transcriptions/{transcription_id}/transcript")
+def get_transcript(
+    transcription_id: str,
+    tenant: Tenant,
+    svc: Svc,
+    format: Literal["txt", "srt", "vtt", "json"] = "json",
+) -> Response:
+    """The finished transcript as txt, srt, vtt or json (segments with word timings)."""
+    document = svc.get_document(tenant, transcription_id)
+    return Response(
+        formats.render(document, format),
+        media_type=formats.FORMATS[format],
+        headers={"Content-Disposition": f'inline; filename="{transcription_id}.{format}"'},
+    )
+
+
+@transcriptions.delete("/transcriptions/{transcription_id}", status_code=204)
+def delete_transcription(transcription_id: str, tenant: Tenant, svc: Svc) -> Response:
+    svc.delete_transcription(tenant, transcription_id)
+    return Response(status_code=204)

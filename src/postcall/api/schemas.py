@@ -1,0 +1,100 @@
+"""Wire shapes of the native API (camelCase, as the documented contract)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from postcall.domain import Recording, Transcription, TranscriptionStatus
+
+
+def iso(dt: Any) -> str:
+    return str(dt.isoformat().replace("+00:00", "Z"))
+
+
+def seconds_str(value: float) -> str:
+    """Durations as the contract's strings: '142.5', '11.0', '5.125'."""
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+class TranscribeRequest(BaseModel):
+    """Body of POST /v1/recordings/{id}/transcribe (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    language: str | None = Field(
+        None, description="Language code, or 'auto' to detect; default STT_LANGUAGE."
+    )
+
+
+class TranscribeAccepted(BaseModel):
+    transcriptionId: str
+    status: Literal["queued"] = "queued"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class TranscriptionView(BaseModel):
+    """GET /v1/transcriptions/{id}. Only the fields of the current status are present."""
+
+    model_config = ConfigDict(extra="allow")
+    transcriptionId: str
+    status: TranscriptionStatus
+    recordingId: str
+    createdAt: str
+    updatedAt: str
+    progress: float | None = None
+    language: str | None = None
+    duration: str | None = None
+    segmentCount: str | None = None
+    text: str | None = None
+    error: ErrorBody | None = None
+
+
+def transcription_view(t: Transcription, text: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "transcriptionId": t.id,
+        "status": t.status.value,
+        "recordingId": t.recording_id,
+        "createdAt": iso(t.created_at),
+        "updatedAt": iso(t.updated_at),
+    }
+    if t.status in (TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING):
+        body["progress"] = round(t.progress, 4)
+    if t.status is TranscriptionStatus.COMPLETED and t.result is not None:
+        body["language"] = t.result.language
+        body["duration"] = seconds_str(t.result.duration)
+        body["segmentCount"] = str(t.result.segment_count)
+        if text is not None:
+            body["text"] = text
+    if t.status is TranscriptionStatus.FAILED and t.error is not None:
+        body["error"] = {"code": t.error.code, "message": t.error.message}
+    return body
+
+
+def recording_view(r: Recording) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "createdAt": iso(r.created_at),
+        "filename": r.filename,
+        "contentType": r.content_type,
+        "size": r.size,
+        "format": r.media.format,
+        "duration": seconds_str(r.media.duration),
+        "channels": r.media.channels,
+        "audioStreams": [
+            {
+                "index": s.index,
+                "codec": s.codec,
+                "channels": s.channels,
+                "sampleRate": s.sample_rate,
+                "duration": None if s.duration is None else seconds_str(s.duration),
+            }
+            for s in r.media.streams
+        ],
+        "metadata": dict(r.metadata),
+    }

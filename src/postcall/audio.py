@@ -1,0 +1,337 @@
+"""Audio in: probe a recording, decode it to 16 kHz mono, split it at silences.
+
+Everything streams: ``decode`` yields fixed-size blocks and ``split_at_silences`` holds
+at most one chunk plus one block, so memory does not grow with the recording's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+from av.audio.stream import AudioStream
+from av.container import InputContainer
+
+from postcall import errors
+from postcall.domain import AudioStreamInfo, MediaInfo
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+"""The rate Whisper (and everything after decoding) works at."""
+
+Audio = npt.NDArray[np.float32]
+
+_PROBE_DECODE_S = 1.0  # how much audio ``probe`` decodes to prove the stream is usable
+_HOP_S = 0.010  # candidate cut positions every 10 ms
+# Energy around a candidate is averaged over 250 ms: longer than the closure of a stop
+# consonant (under ~100 ms), so a gap inside a word does not look like a pause, yet
+# shorter than the shortest pause between utterances worth cutting in (~300 ms).
+_ENERGY_WINDOW_S = 0.250
+_QUIET_MARGIN_DB = 6.0  # candidates this close to the quietest one count as "pause"
+_ENERGY_FLOOR = 1e-10  # -100 dBFS: digital silence and faint dither compare as equal
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Describe the media file at ``path`` and prove its first audio stream decodes.
+
+    Raises ``UnsupportedMedia`` when the file cannot be read as media at all,
+    ``NoAudioStream`` when it can but has no audio stream (a silent video, an image),
+    and ``EmptyAudio`` when the audio stream yields no decodable audio or lasts 0 s.
+    Reads the file as a stream; only when neither the container nor the stream states
+    a duration (common in meeting-bot WebM) are all packets demuxed, without decoding.
+    """
+    with _open(path) as container:
+        stream = _first_audio_stream(container)
+        infos = tuple(_stream_info(s) for s in container.streams.audio)
+        duration = _seconds(container.duration, 1 / av.time_base) or infos[0].duration
+        first_pts: int | None = None
+        last_end = 0
+        decoded = 0
+        try:
+            for packet in container.demux(stream):
+                if decoded < _PROBE_DECODE_S * (stream.codec_context.sample_rate or SAMPLE_RATE):
+                    decoded += sum(frame.samples for frame in packet.decode())
+                elif duration:
+                    break
+                if packet.pts is not None:
+                    first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+                    last_end = max(last_end, packet.pts + (packet.duration or 0))
+        except av.error.FFmpegError as exc:
+            if not decoded:
+                raise errors.EmptyAudio(
+                    f"the audio stream ({infos[0].codec}) cannot be decoded: {_reason(exc)}"
+                ) from exc
+            # Damage after the first second is decode()'s business: it stops there.
+        if not decoded:
+            raise errors.EmptyAudio("the audio stream contains no decodable audio")
+        if not duration and first_pts is not None and stream.time_base is not None:
+            duration = float((last_end - first_pts) * stream.time_base)
+        if not duration or duration <= 0:
+            raise errors.EmptyAudio("the audio stream has a duration of 0 seconds")
+        return MediaInfo(format=container.format.name, duration=duration, streams=infos)
+
+
+def decode(
+    path: str | os.PathLike[str], *, stream_index: int | None = None, block_s: float = 10.0
+) -> Iterator[Audio]:
+    """Lazily yield the audio as float32 mono 16 kHz blocks of ``block_s`` seconds.
+
+    ``stream_index`` is the container's index of an audio stream (``AudioStreamInfo.index``);
+    by default the first audio stream. Channels are mixed down to mono. Every block
+    has exactly ``block_s`` seconds of samples except the last, which may be shorter.
+    Damage in the middle of the file (truncated data) ends the audio after what was
+    decoded, with a warning; ``EmptyAudio`` is raised when nothing decodes at all.
+    Open errors are those of ``probe`` and surface on the first ``next()``.
+    """
+    if block_s <= 0:
+        raise ValueError("block_s must be positive")
+    block_n = max(1, round(block_s * SAMPLE_RATE))
+    with _open(path) as container:
+        stream = _first_audio_stream(container, stream_index)
+        pending: list[Audio] = []
+        pending_n = 0
+        total = 0
+        for piece in _decoded_pieces(container, stream):
+            pending.append(piece)
+            pending_n += piece.size
+            if pending_n < block_n:
+                continue
+            buffer = np.concatenate(pending)
+            whole = buffer.size - buffer.size % block_n
+            for start in range(0, whole, block_n):
+                yield buffer[start : start + block_n]
+            total += whole
+            pending = [buffer[whole:]]
+            pending_n = buffer.size - whole
+        if pending_n:
+            total += pending_n
+            yield np.concatenate(pending)
+        if not total:
+            raise errors.EmptyAudio("the audio stream contains no decodable audio")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous piece of a recording: float32 mono audio starting at ``start`` s."""
+
+    index: int
+    start: float
+    audio: Audio
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.audio.size / self.sample_rate
+
+    @property
+    def end(self) -> float:
+        """Where the chunk ends, in seconds from the start of the recording."""
+        # From the sample offset rather than start + duration, so that floating-point
+        # rounding never breaks ``chunks[i].end == chunks[i + 1].start``.
+        return (round(self.start * self.sample_rate) + self.audio.size) / self.sample_rate
+
+    def __eq__(self, other: object) -> bool:
+        # The generated __eq__ would compare arrays with ``==`` and raise.
+        if not isinstance(other, Chunk):
+            return NotImplemented
+        return (self.index, self.start, self.sample_rate) == (
+            other.index,
+            other.start,
+            other.sample_rate,
+        ) and np.array_equal(self.audio, other.audio)
+
+
+def split_at_silences(
+    blocks: Iterable[Audio],
+    *,
+    max_chunk_s: float = 30.0,
+    min_chunk_s: float = 10.0,
+    sample_rate: int = SAMPLE_RATE,
+) -> Iterator[Chunk]:
+    """Split a stream of mono blocks into chunks of at most ``max_chunk_s`` seconds.
+
+    Each cut lands in the quietest stretch between ``min_chunk_s`` and ``max_chunk_s``
+    after the chunk's start: the middle of the longest near-silent run (ties go to the
+    later one), so inside a pause whenever there is one. The last chunk takes whatever
+    is left and may be short. Chunks are contiguous and their audio concatenates to the
+    input exactly. Cuts depend only on the samples, never on how they were blocked, so
+    the same recording always yields the same chunks. Holds at most one chunk plus one
+    block of audio.
+    """
+    if not 0 <= min_chunk_s <= max_chunk_s or max_chunk_s <= 0 or sample_rate <= 0:
+        raise ValueError("need 0 <= min_chunk_s <= max_chunk_s, max_chunk_s > 0, rate > 0")
+    max_n = max(1, round(max_chunk_s * sample_rate))
+    min_n = round(min_chunk_s * sample_rate)
+    pending: list[Audio] = []
+    pending_n = 0
+    offset = 0
+    index = 0
+    for block in blocks:
+        samples = np.asarray(block, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"blocks must be 1-D mono arrays, got shape {samples.shape}")
+        if not samples.size:
+            continue
+        pending.append(samples)
+        pending_n += samples.size
+        # Strictly more than max_n: then a sample past the window exists, so the cut is
+        # needed whatever follows, and a recording of exactly max_n stays one chunk.
+        if pending_n <= max_n:
+            continue
+        # A copy (concatenate always copies) so that chunks never alias caller's arrays.
+        buffer = np.concatenate(pending)
+        while buffer.size > max_n:
+            cut = _cut_point(buffer[:max_n], min_n, sample_rate)
+            yield Chunk(index, offset / sample_rate, buffer[:cut], sample_rate)
+            index += 1
+            offset += cut
+            buffer = buffer[cut:]
+        pending = [buffer]
+        pending_n = buffer.size
+    if pending_n:
+        yield Chunk(index, offset / sample_rate, np.concatenate(pending), sample_rate)
+
+
+def _cut_point(window: Audio, lo: int, sample_rate: int) -> int:
+    """Where to cut ``window`` (a chunk's first max_n samples): an offset in [lo, size]."""
+    size = window.size
+    hop = max(1, round(_HOP_S * sample_rate))
+    half = max(1, round(_ENERGY_WINDOW_S * sample_rate / 2))
+    first = max(hop, -(-lo // hop) * hop)  # never 0: an empty chunk would never advance
+    candidates = np.arange(first, size + 1, hop, dtype=np.int64)
+    if not candidates.size:
+        return size
+    # A sequential cumulative sum (unlike np.sum's pairwise, SIMD-dependent order) gives
+    # bit-identical energies for identical samples, which determinism relies on.
+    energy_sum = np.concatenate(([0.0], np.cumsum(np.square(window, dtype=np.float64))))
+    left = np.maximum(candidates - half, 0)
+    right = np.minimum(candidates + half, size)
+    level = 10 * np.log10((energy_sum[right] - energy_sum[left]) / (right - left) + _ENERGY_FLOOR)
+    # Near-quietest counts as pause: within 6 dB, or within a quarter of the window's
+    # dynamic range when that is small (continuous sound), so that only its dip counts.
+    lowest = float(level.min())
+    margin = min(_QUIET_MARGIN_DB, (float(level.max()) - lowest) / 4)
+    quiet = (level <= lowest + margin).astype(np.int8)
+    edges = np.diff(np.concatenate(([0], quiet, [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    lengths = ends - starts
+    best = lengths.size - 1 - int(np.argmax(lengths[::-1]))  # the longest; ties: later
+    return int(candidates[(starts[best] + ends[best]) // 2])
+
+
+def _open(path: str | os.PathLike[str]) -> InputContainer:
+    """Open ``path`` for reading, turning "not media" into ``UnsupportedMedia``."""
+    # A missing or unreadable path is the caller's bug, not bad media: let OSError out.
+    if os.stat(path).st_size == 0:
+        raise errors.UnsupportedMedia("the file is empty (0 bytes)")
+    try:
+        container = av.open(os.fspath(path), mode="r", metadata_errors="ignore")
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except av.error.FFmpegError as exc:
+        raise errors.UnsupportedMedia(_unreadable(path, exc)) from exc
+    # FFmpeg's "tty" demuxer renders any text file as ANSI-art video; that is not media.
+    if container.format.name == "tty":
+        container.close()
+        raise errors.UnsupportedMedia("the file is text, not audio or video")
+    return container
+
+
+def _unreadable(path: str | os.PathLike[str], exc: av.error.FFmpegError) -> str:
+    """Say in plain words why FFmpeg could not open the file (it says "invalid data")."""
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    if head[4:8] == b"ftyp":
+        # MP4/MOV keep their index in a "moov" box, often at the end of the file.
+        what = "an incomplete or damaged MP4/MOV file: its index (the moov box) is missing"
+    elif b"\0" not in head and _is_text(head):
+        what = "a text file, not audio or video"
+    else:
+        what = "not in an audio or video format that can be read, or it is damaged"
+    return f"the file is {what} (FFmpeg: {_reason(exc)})"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a multi-byte character cut by the 4 KiB read
+    return True
+
+
+def _reason(exc: av.error.FFmpegError) -> str:
+    return str(exc.strerror or exc)
+
+
+def _first_audio_stream(container: InputContainer, index: int | None = None) -> AudioStream:
+    """The audio stream with container ``index`` (default: the first one)."""
+    audio = [s for s in container.streams.audio if index is None or s.index == index]
+    if audio:
+        return audio[0]
+    if index is not None:
+        raise errors.NoAudioStream(f"stream {index} is not an audio stream of this file")
+    kinds = sorted({s.type for s in container.streams})
+    if not kinds:
+        raise errors.UnsupportedMedia("the file contains no audio or video streams")
+    raise errors.NoAudioStream(
+        f"the file ({container.format.name}) has no audio stream, only: {', '.join(kinds)}"
+    )
+
+
+def _stream_info(stream: AudioStream) -> AudioStreamInfo:
+    context = stream.codec_context
+    return AudioStreamInfo(
+        index=stream.index,
+        # The codec's canonical name ("mp3"), not the decoder's ("mp3float").
+        codec=context.codec.canonical_name,
+        channels=context.channels,
+        sample_rate=context.sample_rate,
+        duration=_seconds(stream.duration, stream.time_base),
+    )
+
+
+def _seconds(ticks: int | None, unit: Fraction | float | None) -> float | None:
+    """``ticks * unit`` seconds, or None when unknown or not positive."""
+    if not ticks or ticks <= 0 or unit is None:
+        return None
+    return float(ticks * unit)
+
+
+def _decoded_pieces(container: InputContainer, stream: AudioStream) -> Iterator[Audio]:
+    """Decode ``stream`` to float32 mono 16 kHz arrays of whatever size frames give."""
+    resampler: av.AudioResampler | None = None
+    shape: tuple[str, str, int] | None = None
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                # A resampler is built for one input format; streams (WebM from meeting
+                # bots especially) may change layout or rate mid-way, so rebuild then.
+                frame_shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if resampler is None or frame_shape != shape:
+                    if resampler is not None:
+                        yield from _resampled(resampler, None)
+                    # s16 as faster-whisper's own decode_audio does: FFmpeg then mixes
+                    # channels with normalised weights ((L + R) / 2), no level boost.
+                    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+                    shape = frame_shape
+                yield from _resampled(resampler, frame)
+    except av.error.FFmpegError as exc:
+        log.warning("audio decoding stopped early, keeping what was decoded: %s", exc)
+    if resampler is not None:
+        yield from _resampled(resampler, None)
+
+
+def _resampled(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> Iterator[Audio]:
+    for out in resampler.resample(frame):
+        # Same scaling as faster_whisper.audio.decode_audio.
+        yield out.to_ndarray().reshape(-1).astype(np.float32) / np.float32(32768.0)

@@ -1,0 +1,75 @@
+"""Local-folder blobs: the embedded default (``file:///path``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from postcall.errors import NotFound
+
+_KEY = re.compile(r"^[a-z]+/[0-9a-f]{8,64}(\.[a-z0-9]{1,8})?$")
+_COPY_BUFFER = 1024 * 1024
+
+
+class LocalBlobStore:
+    """Objects as files under one root folder, written atomically (temp file + rename)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalBlobStore:
+        if not url.startswith("file://"):
+            raise ValueError(f"not a file URL: {url!r}")
+        return cls(url.removeprefix("file://"))
+
+    def _path(self, key: str) -> Path:
+        # Keys come from new_key(); refuse anything else so no caller can escape root.
+        if not _KEY.match(key):
+            raise ValueError(f"invalid blob key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, source: BinaryIO) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while block := source.read(_COPY_BUFFER):
+                    out.write(block)
+                    written += len(block)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return written
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, io.BytesIO(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"object {key!r} not found") from None
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.exists():
+            raise NotFound(f"object {key!r} not found")
+        yield path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,181 @@
+"""The ``postcall`` command: serve, keys, transcribe. The only place that configures logging."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from postcall import formats
+from postcall.settings import Settings
+
+app = typer.Typer(help="postcall: self-hosted post-call transcription.", no_args_is_help=True)
+keys = typer.Typer(help="Manage API keys (stored only as hashes).", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+err = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (POSTCALL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (POSTCALL_PORT).")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only: run no in-process worker.")
+    ] = False,
+) -> None:
+    """Run the HTTP API with an in-process worker (embedded mode)."""
+    import uvicorn
+
+    from postcall import wiring
+    from postcall.api.app import create_app
+    from postcall.api.deps import is_loopback
+    from postcall.worker import start_in_thread
+
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    _logging(settings.log_level)
+    if settings.auth == "disabled" and not is_loopback(settings.host):
+        raise _fail(
+            f"POSTCALL_AUTH=disabled is only allowed while bound to a loopback address, "
+            f"not {settings.host}; create a key with 'postcall keys create' instead"
+        )
+    try:
+        components = wiring.build(settings, with_worker=not no_worker)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if settings.auth == "required" and not settings.static_api_keys:
+        logging.getLogger("postcall").warning(
+            "authentication is required: requests need a key from POSTCALL_API_KEYS or "
+            "'postcall keys create' (POSTCALL_AUTH=disabled allows anonymous loopback use)"
+        )
+    stop_worker = start_in_thread(components.worker) if components.worker else None
+    try:
+        uvicorn.run(
+            create_app(components),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if stop_worker is not None:
+            stop_worker()
+        components.store.close()
+
+
+@keys.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "default",
+    tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")] = "default",
+) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from postcall import wiring
+    from postcall.api.deps import hash_key
+
+    settings = Settings()
+    store = wiring.build_store(settings)
+    key = "pc_" + secrets.token_urlsafe(32)
+    store.add_api_key(hash_key(key), name=name, tenant=tenant)
+    store.close()
+    err.print(f"created key {name!r} for tenant {tenant!r}; it is shown only this once:")
+    typer.echo(key)
+
+
+@app.command()
+def transcribe(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    format: Annotated[str, typer.Option("--format", "-f", help="txt, srt, vtt or json.")] = "txt",
+    language: Annotated[
+        str | None, typer.Option(help="Language code or 'auto' (default STT_LANGUAGE).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model size or directory (default WHISPER_MODEL).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Transcribe one local file without a server (same pipeline and engine)."""
+    from postcall import audio, wiring
+    from postcall.domain import default_speaker, new_id
+    from postcall.engines.base import EngineOptions
+    from postcall.errors import PostcallError
+    from postcall.languages import normalize_language
+    from postcall.pipeline import ChunkResult, assemble, transcribe_media
+
+    settings = Settings(**({"whisper_model": model} if model else {}))  # type: ignore[arg-type]
+    _logging("WARNING")
+    if format not in formats.FORMATS:
+        raise _fail(f"unknown format {format!r}: use one of {', '.join(formats.FORMATS)}")
+    try:
+        lang = normalize_language(language, settings.default_language)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    engine = wiring.build_engine(settings)
+    try:
+        media = audio.probe(file)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        ) as progress:
+            task = progress.add_task(f"transcribing {file.name}", total=media.duration)
+
+            def on_chunk(chunk: ChunkResult, _fraction: float) -> None:
+                progress.update(task, completed=chunk.end)
+
+            chunks = transcribe_media(
+                file,
+                engine,
+                EngineOptions(language=lang, beam_size=settings.whisper_beam_size),
+                duration=media.duration,
+                chunk_max_s=settings.chunk_max_s,
+                on_chunk=on_chunk,
+            )
+        document = assemble(
+            chunks,
+            transcription_id=new_id("tr"),
+            recording_id=file.name,
+            duration=media.duration,
+            speaker=default_speaker({}),
+            language_hint=lang,
+        )
+    except PostcallError as exc:
+        raise _fail(f"{exc.code}: {exc.message}") from None
+    rendered = formats.render(document, format)
+    if output is None:
+        typer.echo(rendered)
+    else:
+        output.write_text(rendered + ("\n" if not rendered.endswith("\n") else ""))
+        err.print(f"wrote {output}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

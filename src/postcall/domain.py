@@ -1,0 +1,223 @@
+"""The domain: recordings, transcriptions (jobs) and transcript documents.
+
+Plain frozen dataclasses and enums. No I/O, no HTTP, no SQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+def new_id(prefix: str) -> str:
+    """A random, prefixed id such as ``tr_3f9c…`` (128 bits of randomness)."""
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TranscriptionStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TranscriptionStatus.COMPLETED, TranscriptionStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class AudioStreamInfo:
+    """One audio stream of a recording's container."""
+
+    index: int
+    codec: str
+    channels: int
+    sample_rate: int
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What probing a recording found."""
+
+    format: str
+    duration: float
+    streams: tuple[AudioStreamInfo, ...]
+
+    @property
+    def channels(self) -> int:
+        return self.streams[0].channels if self.streams else 0
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A person in the recording, as the client named them in its metadata."""
+
+    id: str
+    name: str
+    is_host: bool = False
+    platform: str | None = None
+    extra_data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def participants_from_metadata(metadata: Mapping[str, Any]) -> tuple[Participant, ...]:
+    """Participants listed under ``metadata["participants"]`` (malformed entries skipped)."""
+    raw = metadata.get("participants")
+    if not isinstance(raw, list):
+        return ()
+    found: list[Participant] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            continue
+        extra = item.get("extra_data")
+        found.append(
+            Participant(
+                id=str(item.get("id", i + 1)),
+                name=name.strip(),
+                is_host=bool(item.get("is_host", False)),
+                platform=item.get("platform") if isinstance(item.get("platform"), str) else None,
+                extra_data=extra if isinstance(extra, Mapping) else {},
+            )
+        )
+    return tuple(found)
+
+
+def default_speaker(metadata: Mapping[str, Any]) -> str:
+    """The label for speech with no speaker information.
+
+    The recording's single named participant when its metadata names exactly one,
+    else ``Speaker 1``.
+    """
+    participants = participants_from_metadata(metadata)
+    return participants[0].name if len(participants) == 1 else "Speaker 1"
+
+
+@dataclass(frozen=True)
+class Recording:
+    id: str
+    tenant: str
+    created_at: datetime
+    media_key: str
+    filename: str
+    content_type: str
+    size: int
+    media: MediaInfo
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    """What the client asked for. ``language`` None means detect it."""
+
+    language: str | None = "en"
+
+
+@dataclass(frozen=True)
+class TranscriptionError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TranscriptionResult:
+    """The summary kept in the store once a transcription completed."""
+
+    language: str
+    duration: float
+    segment_count: int
+    document_key: str
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """A request to transcribe one recording: it is also the job."""
+
+    id: str
+    recording_id: str
+    tenant: str
+    status: TranscriptionStatus
+    options: TranscriptionOptions
+    created_at: datetime
+    updated_at: datetime
+    progress: float = 0.0
+    attempts: int = 0
+    result: TranscriptionResult | None = None
+    error: TranscriptionError | None = None
+
+    def with_status(self, status: TranscriptionStatus, now: datetime) -> Transcription:
+        return replace(self, status=status, updated_at=now)
+
+
+# --- the transcript document -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word; times in seconds from the start of the recording."""
+
+    start: float
+    end: float
+    text: str
+    probability: float
+
+    def shifted(self, offset: float) -> Word:
+        return replace(self, start=self.start + offset, end=self.end + offset)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of speech by one speaker; times in seconds from the start of the recording."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    speaker: str | None = None
+
+    def shifted(self, offset: float) -> Segment:
+        return replace(
+            self,
+            start=self.start + offset,
+            end=self.end + offset,
+            words=tuple(w.shifted(offset) for w in self.words),
+        )
+
+
+@dataclass(frozen=True)
+class TranscriptDocument:
+    """The full transcript, as stored in the blob store and rendered by ``formats``."""
+
+    transcription_id: str
+    recording_id: str
+    language: str
+    duration: float
+    segments: tuple[Segment, ...]
+    participants: tuple[Participant, ...] = ()
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for seg in self.segments:
+            if seg.speaker is not None:
+                seen.setdefault(seg.speaker, None)
+        return tuple(seen)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+
+def label_segments(segments: Sequence[Segment], speaker: str) -> tuple[Segment, ...]:
+    """Give every segment without a speaker the ``speaker`` label."""
+    return tuple(s if s.speaker else replace(s, speaker=speaker) for s in segments)

@@ -1,0 +1,37 @@
+"""The engine port: audio in, timed segments out. Engines never format output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from postcall.domain import Segment
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Per-call decoding options. ``language`` None means detect it."""
+
+    language: str | None = "en"
+    beam_size: int = 5
+    vad: bool = True
+    word_timestamps: bool = True
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """Segments with times relative to the start of the audio passed in."""
+
+    language: str
+    segments: tuple[Segment, ...]
+
+
+class Engine(Protocol):
+    """Transcribes one piece of 16 kHz mono float32 audio."""
+
+    def transcribe(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
+        """Transcribe ``audio``; raise ``EngineError`` or ``ModelUnavailable`` on failure."""
+        ...

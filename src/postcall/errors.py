@@ -1,0 +1,112 @@
+"""One error family for everything postcall refuses or fails at.
+
+Every error carries a stable ``code`` (used on the wire as the error code, and in a
+failed transcription's ``error.code``) and a ``retryable`` flag. Adapters wrap
+foreign exceptions into one of these; the API maps the family to HTTP in one table
+(``postcall.api.app``)::
+
+    PostcallError
+    ├── InvalidInput ............. bad request data (a field, an id, a body)
+    │   └── EmptyFile ............ a zero-byte upload
+    ├── NotFound ................. unknown id (or one of another tenant)
+    ├── Conflict ................. id already taken, state does not allow it
+    ├── Unauthorized ............. missing or wrong API key
+    ├── FeatureDisabled .......... the endpoint is switched off by a setting
+    ├── PayloadTooLarge .......... upload over POSTCALL_MAX_UPLOAD_BYTES
+    ├── MediaError ............... the media cannot be transcribed
+    │   ├── UnsupportedMedia ..... not a container/codec we can read
+    │   ├── NoAudioStream ........ a readable file without any audio stream
+    │   ├── EmptyAudio ........... an audio stream with nothing decodable in it
+    │   ├── DurationExceeded ..... longer than POSTCALL_MAX_DURATION_S
+    │   └── NoSpeech ............. decodable audio, but no speech was found
+    ├── ModelUnavailable ......... the Whisper model cannot be loaded
+    ├── EngineError .............. inference failed (retryable)
+    └── WorkerLost ............... the job killed its worker too many times
+"""
+
+from __future__ import annotations
+
+
+class PostcallError(Exception):
+    """Base of every error postcall raises on purpose."""
+
+    code: str = "internal_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidInput(PostcallError):
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class EmptyFile(InvalidInput):
+    code = "empty_file"
+
+
+class NotFound(PostcallError):
+    code = "not_found"
+
+
+class Conflict(PostcallError):
+    code = "conflict"
+
+
+class Unauthorized(PostcallError):
+    code = "unauthorized"
+
+
+class FeatureDisabled(PostcallError):
+    code = "disabled"
+
+
+class PayloadTooLarge(PostcallError):
+    code = "payload_too_large"
+
+
+class MediaError(PostcallError):
+    code = "unsupported_media"
+
+
+class UnsupportedMedia(MediaError):
+    code = "unsupported_media"
+
+
+class NoAudioStream(MediaError):
+    code = "no_audio_stream"
+
+
+class EmptyAudio(MediaError):
+    code = "empty_audio"
+
+
+class DurationExceeded(MediaError):
+    code = "duration_exceeded"
+
+
+class NoSpeech(MediaError):
+    code = "no_speech"
+
+
+class ModelUnavailable(PostcallError):
+    code = "model_unavailable"
+
+
+class EngineError(PostcallError):
+    code = "engine_error"
+    retryable = True
+
+
+class WorkerLost(PostcallError):
+    code = "worker_lost"

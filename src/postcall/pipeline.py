@@ -1,0 +1,186 @@
+"""One transcription, start to end, in bounded memory.
+
+The media is decoded lazily and split at silences into chunks of at most
+``chunk_max_s``; each chunk is transcribed on its own and its result handed to
+``on_chunk`` (the worker keeps it in the store), so a job that is run again after a
+crash skips the chunks it already has. Memory holds one chunk at a time, whatever
+the recording's length. Chunk boundaries depend only on the audio, so the indices
+of a second run match the first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from postcall import audio
+from postcall.domain import Participant, Segment, TranscriptDocument, Word, label_segments
+from postcall.engines.base import Engine, EngineOptions
+from postcall.errors import NoSpeech
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """Raised between chunks when the caller asked the pipeline to stop."""
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One chunk's segments, with times from the start of the recording."""
+
+    index: int
+    start: float
+    end: float
+    language: str
+    segments: tuple[Segment, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "index": self.index,
+                "start": self.start,
+                "end": self.end,
+                "language": self.language,
+                "segments": [_segment_dict(s) for s in self.segments],
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> ChunkResult:
+        data = json.loads(raw)
+        return cls(
+            index=int(data["index"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            language=str(data["language"]),
+            segments=tuple(_segment_from(s) for s in data["segments"]),
+        )
+
+
+def transcribe_media(
+    path: str | Path,
+    engine: Engine,
+    options: EngineOptions,
+    *,
+    duration: float,
+    chunk_max_s: float = 30.0,
+    done: Mapping[int, ChunkResult] | None = None,
+    on_chunk: Callable[[ChunkResult, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[ChunkResult]:
+    """Transcribe a media file chunk by chunk; return every chunk's result in order.
+
+    ``done`` holds results of an earlier run (by chunk index); those chunks are not
+    transcribed again. ``on_chunk(result, progress)`` is called after each chunk with
+    the fraction of the recording covered so far. ``should_stop`` is polled between
+    chunks; when it answers True the run stops with ``Interrupted``.
+    """
+    done = done or {}
+    results: list[ChunkResult] = []
+    blocks = audio.decode(path)
+    chunks = audio.split_at_silences(blocks, max_chunk_s=chunk_max_s,
+                                     min_chunk_s=chunk_max_s / 3)  # fmt: skip
+    for chunk in chunks:
+        if should_stop is not None and should_stop():
+            raise Interrupted()
+        previous = done.get(chunk.index)
+        if previous is not None and abs(previous.start - chunk.start) < 1e-3:
+            result = previous
+        else:
+            result = transcribe_chunk(engine, chunk, options)
+        results.append(result)
+        if on_chunk is not None:
+            progress = min(chunk.end / duration, 0.99) if duration > 0 else 0.0
+            on_chunk(result, progress)
+    return results
+
+
+def transcribe_chunk(engine: Engine, chunk: audio.Chunk, options: EngineOptions) -> ChunkResult:
+    """Transcribe one chunk and move its times onto the recording's timeline."""
+    engine_result = engine.transcribe(chunk.audio, options)
+    segments = tuple(
+        _clamp(s.shifted(chunk.start), chunk.start, chunk.end)
+        for s in engine_result.segments
+        if s.text
+    )
+    return ChunkResult(
+        index=chunk.index,
+        start=chunk.start,
+        end=chunk.end,
+        language=engine_result.language,
+        segments=segments,
+    )
+
+
+def assemble(
+    chunks: Iterable[ChunkResult],
+    *,
+    transcription_id: str,
+    recording_id: str,
+    duration: float,
+    speaker: str,
+    participants: tuple[Participant, ...] = (),
+    language_hint: str | None = None,
+) -> TranscriptDocument:
+    """Join chunk results into the transcript document; ``NoSpeech`` when there is none."""
+    segments: list[Segment] = []
+    speech_by_language: dict[str, float] = {}
+    for chunk in sorted(chunks, key=lambda c: c.index):
+        segments.extend(chunk.segments)
+        spoken = sum(s.end - s.start for s in chunk.segments)
+        speech_by_language[chunk.language] = speech_by_language.get(chunk.language, 0.0) + spoken
+    if not segments:
+        raise NoSpeech("no speech was found in the recording")
+    # A multilingual meeting reports the language spoken the longest.
+    language = max(speech_by_language, key=lambda k: speech_by_language[k], default=None)
+    return TranscriptDocument(
+        transcription_id=transcription_id,
+        recording_id=recording_id,
+        language=language or language_hint or "en",
+        duration=duration,
+        segments=label_segments(segments, speaker),
+        participants=participants,
+    )
+
+
+def _clamp(segment: Segment, lo: float, hi: float) -> Segment:
+    """Keep a segment's times inside its chunk (the model sometimes runs past the end)."""
+
+    def c(t: float) -> float:
+        return round(min(max(t, lo), hi), 3)
+
+    words = tuple(
+        Word(start=c(w.start), end=c(w.end), text=w.text, probability=w.probability)
+        for w in segment.words
+    )
+    return Segment(start=c(segment.start), end=c(segment.end), text=segment.text, words=words,
+                   speaker=segment.speaker)  # fmt: skip
+
+
+def _segment_dict(s: Segment) -> dict[str, Any]:
+    return {
+        "start": s.start,
+        "end": s.end,
+        "text": s.text,
+        "speaker": s.speaker,
+        "words": [[w.start, w.end, w.text, w.probability] for w in s.words],
+    }
+
+
+def _segment_from(d: Mapping[str, Any]) -> Segment:
+    return Segment(
+        start=float(d["start"]),
+        end=float(d["end"]),
+        text=str(d["text"]),
+        speaker=d.get("speaker"),
+        words=tuple(
+            Word(start=float(w[0]), end=float(w[1]), text=str(w[2]), probability=float(w[3]))
+            for w in d["words"]
+        ),
+    )

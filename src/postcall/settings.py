@@ -1,0 +1,99 @@
+"""Settings, read from the environment once by the CLI and passed down explicitly.
+
+The stack's documented variables are read verbatim (``TRANSCRIPTION_POST_ENABLED``,
+``WHISPER_MODEL``, ``STT_LANGUAGE``); postcall's own are ``POSTCALL_*``. Nothing
+reads a global settings object: tests build ``Settings(...)`` and hand it over.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "postcall"
+
+
+class Settings(BaseSettings):
+    """Everything postcall can be configured with; see the README's table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POSTCALL_", populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    # --- the stack's documented variables, verbatim ---------------------------
+    transcription_post_enabled: bool = Field(
+        True,
+        validation_alias=AliasChoices("TRANSCRIPTION_POST_ENABLED", "transcription_post_enabled"),
+        description="When false, the transcription endpoints answer 404.",
+    )
+    whisper_model: str = Field(
+        "base",
+        validation_alias=AliasChoices("WHISPER_MODEL", "whisper_model"),
+        description="A Whisper size name (tiny, base, small, …) or a local CTranslate2 model dir.",
+    )
+    stt_language: str = Field(
+        "en",
+        validation_alias=AliasChoices("STT_LANGUAGE", "stt_language"),
+        description="Default language code; 'auto' detects it.",
+    )
+
+    # --- postcall's own -------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8000, description="Port the HTTP API listens on.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the embedded store and the local blob folder live.",
+    )
+    store_url: str | None = Field(
+        None, description="Store backend URL; default sqlite:///<data_dir>/postcall.db."
+    )
+    blob_url: str | None = Field(
+        None, description="Blob backend URL; default file://<data_dir>/blobs."
+    )
+    auth: Literal["required", "disabled"] = Field(
+        "required", description="'disabled' allows anonymous access, only on a loopback bind."
+    )
+    api_keys: str = Field("", description="Comma-separated API keys accepted besides stored ones.")
+    max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted upload (bytes).")
+    max_duration_s: float = Field(4 * 3600.0, description="Longest accepted recording (s).")
+    whisper_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Inference device; auto picks CUDA when present."
+    )
+    whisper_compute_type: str = Field(
+        "auto", description="CTranslate2 compute type; auto = int8 on CPU, float16 on GPU."
+    )
+    whisper_cpu_threads: int = Field(0, description="CPU threads for inference; 0 = all cores.")
+    whisper_beam_size: int = Field(5, description="Beam size for decoding.")
+    chunk_max_s: float = Field(30.0, description="Longest chunk a recording is split into (s).")
+    lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
+    max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")
+    worker_poll_s: float = Field(1.0, description="How often an idle worker looks for work (s).")
+    log_level: str = Field("INFO", description="Logging level.")
+
+    @field_validator("stt_language")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def default_language(self) -> str | None:
+        return None if self.stt_language in ("", "auto") else self.stt_language
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'postcall.db'}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{self.data_dir / 'blobs'}"
+
+    @property
+    def static_api_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())

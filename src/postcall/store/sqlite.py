@@ -1,0 +1,433 @@
+"""SQLite store: the embedded default (stdlib ``sqlite3``, WAL, ``BEGIN IMMEDIATE``).
+
+One connection per thread; every write runs in an immediate transaction so that
+claims from several threads (or processes sharing the file) never hand one job to
+two workers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from postcall.domain import (
+    Recording,
+    Transcription,
+    TranscriptionError,
+    TranscriptionResult,
+    TranscriptionStatus,
+)
+from postcall.errors import Conflict, NotFound
+from postcall.store.base import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    media_to_json,
+    options_to_json,
+    recording_from_row,
+    result_to_json,
+    transcription_from_row,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recordings (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    media_key TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX IF NOT EXISTS recordings_by_time ON recordings (tenant, created_at, id);
+CREATE TABLE IF NOT EXISTS transcriptions (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    recording_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL,
+    result TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcriptions_by_recording
+    ON transcriptions (tenant, recording_id, created_at);
+CREATE INDEX IF NOT EXISTS transcriptions_by_time ON transcriptions (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS transcriptions_queue ON transcriptions (status, seq);
+CREATE TABLE IF NOT EXISTS chunks (
+    transcription_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (transcription_id, idx)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    """The ``Store`` port on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"not a sqlite URL: {url!r}")
+        return cls(url.removeprefix("sqlite:///") or ":memory:", clock=clock)
+
+    # --- connection handling ---------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- recordings ---------------------------------------------------------------
+    def add_recording(self, recording: Recording) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO recordings VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        recording.tenant,
+                        recording.id,
+                        recording.created_at.timestamp(),
+                        recording.media_key,
+                        recording.filename,
+                        recording.content_type,
+                        recording.size,
+                        media_to_json(recording.media),
+                        _json(recording.metadata),
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"recording {recording.id!r} already exists") from None
+
+    def get_recording(self, tenant: str, recording_id: str) -> Recording:
+        row = (
+            self._conn()
+            .execute("SELECT * FROM recordings WHERE tenant=? AND id=?", (tenant, recording_id))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"recording {recording_id!r} not found")
+        return recording_from_row(dict(row))
+
+    def list_recordings(self, tenant: str, *, limit: int, cursor: str | None) -> Page[Recording]:
+        sql = "SELECT * FROM recordings WHERE tenant=?"
+        args: list[object] = [tenant]
+        if cursor:
+            ts, item_id = decode_cursor(cursor)
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args += [ts, ts, item_id]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self._conn().execute(sql, [*args, limit + 1]).fetchall()
+        items = [recording_from_row(dict(r)) for r in rows[:limit]]
+        nxt = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            nxt = encode_cursor(last["created_at"], last["id"])
+        return Page(items, nxt)
+
+    def delete_recording(
+        self, tenant: str, recording_id: str
+    ) -> tuple[Recording, list[Transcription]]:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM recordings WHERE tenant=? AND id=?", (tenant, recording_id)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"recording {recording_id!r} not found")
+            trs = db.execute(
+                "SELECT * FROM transcriptions WHERE tenant=? AND recording_id=?",
+                (tenant, recording_id),
+            ).fetchall()
+            ids = [(t["id"],) for t in trs]
+            db.executemany("DELETE FROM chunks WHERE transcription_id=?", ids)
+            db.executemany("DELETE FROM transcriptions WHERE id=?", ids)
+            db.execute("DELETE FROM recordings WHERE tenant=? AND id=?", (tenant, recording_id))
+        return recording_from_row(dict(row)), [transcription_from_row(dict(t)) for t in trs]
+
+    # --- transcriptions -------------------------------------------------------------
+    def add_transcription(self, transcription: Transcription) -> None:
+        t = transcription
+        with self._tx() as db:
+            exists = db.execute(
+                "SELECT 1 FROM recordings WHERE tenant=? AND id=?", (t.tenant, t.recording_id)
+            ).fetchone()
+            if exists is None:
+                raise NotFound(f"recording {t.recording_id!r} not found")
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transcriptions").fetchone()[0]
+            db.execute(
+                "INSERT INTO transcriptions (id, tenant, recording_id, status, options,"
+                " created_at, updated_at, progress, attempts, seq)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    t.id,
+                    t.tenant,
+                    t.recording_id,
+                    t.status.value,
+                    options_to_json(t.options),
+                    t.created_at.timestamp(),
+                    t.updated_at.timestamp(),
+                    t.progress,
+                    t.attempts,
+                    seq,
+                ),
+            )
+
+    def get_transcription(self, tenant: str, transcription_id: str) -> Transcription:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT * FROM transcriptions WHERE tenant=? AND id=?", (tenant, transcription_id)
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"transcription {transcription_id!r} not found")
+        return transcription_from_row(dict(row))
+
+    def list_transcriptions(
+        self, tenant: str, *, recording_id: str | None, limit: int, cursor: str | None
+    ) -> Page[Transcription]:
+        sql = "SELECT * FROM transcriptions WHERE tenant=?"
+        args: list[object] = [tenant]
+        if recording_id is not None:
+            sql += " AND recording_id=?"
+            args.append(recording_id)
+        if cursor:
+            ts, item_id = decode_cursor(cursor)
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args += [ts, ts, item_id]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self._conn().execute(sql, [*args, limit + 1]).fetchall()
+        items = [transcription_from_row(dict(r)) for r in rows[:limit]]
+        nxt = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            nxt = encode_cursor(last["created_at"], last["id"])
+        return Page(items, nxt)
+
+    def delete_transcription(self, tenant: str, transcription_id: str) -> Transcription:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM transcriptions WHERE tenant=? AND id=?",
+                (tenant, transcription_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"transcription {transcription_id!r} not found")
+            db.execute("DELETE FROM chunks WHERE transcription_id=?", (transcription_id,))
+            db.execute("DELETE FROM transcriptions WHERE id=?", (transcription_id,))
+        return transcription_from_row(dict(row))
+
+    # --- the queue ------------------------------------------------------------------
+    def claim(self, worker_id: str, *, lease_s: float, max_attempts: int) -> Transcription | None:
+        with self._tx() as db:
+            while True:
+                now = self._clock()
+                row = db.execute(
+                    "SELECT * FROM transcriptions WHERE status=? OR (status=? AND lease_expires<?)"
+                    " ORDER BY seq LIMIT 1",
+                    (TranscriptionStatus.QUEUED.value, TranscriptionStatus.PROCESSING.value, now),
+                ).fetchone()
+                if row is None:
+                    return None
+                if row["status"] == TranscriptionStatus.PROCESSING and (
+                    row["attempts"] >= max_attempts
+                ):
+                    db.execute(
+                        "UPDATE transcriptions SET status=?, updated_at=?, lease_owner=NULL,"
+                        " lease_expires=NULL, error_code=?, error_message=? WHERE id=?",
+                        (
+                            TranscriptionStatus.FAILED.value,
+                            now,
+                            "worker_lost",
+                            f"the job was claimed {row['attempts']} times and its worker "
+                            "stopped each time; it is not retried again",
+                            row["id"],
+                        ),
+                    )
+                    continue
+                db.execute(
+                    "UPDATE transcriptions SET status=?, updated_at=?, lease_owner=?,"
+                    " lease_expires=?, attempts=attempts+1 WHERE id=?",
+                    (
+                        TranscriptionStatus.PROCESSING.value,
+                        now,
+                        worker_id,
+                        now + lease_s,
+                        row["id"],
+                    ),
+                )
+                fresh = db.execute("SELECT * FROM transcriptions WHERE id=?", (row["id"],))
+                return transcription_from_row(dict(fresh.fetchone()))
+
+    def _owned(self, db: sqlite3.Connection, transcription_id: str, worker_id: str) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM transcriptions WHERE id=? AND status=? AND lease_owner=?"
+            " AND lease_expires>=?",
+            (transcription_id, TranscriptionStatus.PROCESSING.value, worker_id, self._clock()),
+        ).fetchone()
+        return row is not None
+
+    def heartbeat(
+        self, transcription_id: str, worker_id: str, *, progress: float, lease_s: float
+    ) -> bool:
+        with self._tx() as db:
+            if not self._owned(db, transcription_id, worker_id):
+                return False
+            now = self._clock()
+            db.execute(
+                "UPDATE transcriptions SET progress=?, lease_expires=?, updated_at=? WHERE id=?",
+                (progress, now + lease_s, now, transcription_id),
+            )
+            return True
+
+    def complete(self, transcription_id: str, worker_id: str, result: TranscriptionResult) -> bool:
+        with self._tx() as db:
+            if not self._owned(db, transcription_id, worker_id):
+                return False
+            db.execute(
+                "UPDATE transcriptions SET status=?, updated_at=?, progress=1, result=?,"
+                " lease_owner=NULL, lease_expires=NULL WHERE id=?",
+                (
+                    TranscriptionStatus.COMPLETED.value,
+                    self._clock(),
+                    result_to_json(result),
+                    transcription_id,
+                ),
+            )
+            db.execute("DELETE FROM chunks WHERE transcription_id=?", (transcription_id,))
+            return True
+
+    def fail(self, transcription_id: str, worker_id: str, error: TranscriptionError) -> bool:
+        with self._tx() as db:
+            if not self._owned(db, transcription_id, worker_id):
+                return False
+            db.execute(
+                "UPDATE transcriptions SET status=?, updated_at=?, error_code=?, error_message=?,"
+                " lease_owner=NULL, lease_expires=NULL WHERE id=?",
+                (
+                    TranscriptionStatus.FAILED.value,
+                    self._clock(),
+                    error.code,
+                    error.message,
+                    transcription_id,
+                ),
+            )
+            return True
+
+    def release(self, transcription_id: str, worker_id: str) -> bool:
+        with self._tx() as db:
+            if not self._owned(db, transcription_id, worker_id):
+                return False
+            db.execute(
+                "UPDATE transcriptions SET status=?, updated_at=?, lease_owner=NULL,"
+                " lease_expires=NULL, attempts=MAX(attempts-1, 0) WHERE id=?",
+                (TranscriptionStatus.QUEUED.value, self._clock(), transcription_id),
+            )
+            return True
+
+    def queue_depth(self) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM transcriptions WHERE status=?",
+                (TranscriptionStatus.QUEUED.value,),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    # --- chunks ------------------------------------------------------------------------
+    def save_chunk(self, transcription_id: str, index: int, payload: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO chunks VALUES (?,?,?)", (transcription_id, index, payload)
+            )
+
+    def load_chunks(self, transcription_id: str) -> dict[int, str]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT idx, payload FROM chunks WHERE transcription_id=?", (transcription_id,)
+            )
+            .fetchall()
+        )
+        return {int(r["idx"]): str(r["payload"]) for r in rows}
+
+    # --- API keys -------------------------------------------------------------------------
+    def add_api_key(self, key_hash: str, *, name: str, tenant: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO api_keys VALUES (?,?,?,?)", (key_hash, name, tenant, self._clock())
+            )
+
+    def tenant_for_key(self, key_hash: str) -> str | None:
+        row = (
+            self._conn()
+            .execute("SELECT tenant FROM api_keys WHERE key_hash=?", (key_hash,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)

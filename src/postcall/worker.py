@@ -1,0 +1,232 @@
+"""The worker: claims jobs from the store and runs the pipeline on them.
+
+A worker runs one job at a time. While a job runs, a heartbeat thread renews its
+lease (and records progress) every third of a lease; if the heartbeat is refused
+(the lease was lost, or the transcription was deleted) the job stops at the next
+chunk and its result is dropped. A failing job never stops the worker.
+``burst=True`` drains the queue and returns, for tests and batch use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+from postcall import formats
+from postcall.blobs.base import BlobStore
+from postcall.domain import (
+    Transcription,
+    TranscriptionError,
+    TranscriptionResult,
+    default_speaker,
+    new_id,
+    participants_from_metadata,
+)
+from postcall.engines.base import Engine, EngineOptions
+from postcall.errors import DurationExceeded, NotFound, PostcallError
+from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_media
+from postcall.service import document_key
+from postcall.store.base import Store
+
+log = logging.getLogger(__name__)
+
+JOBS = Counter("postcall_jobs_total", "Transcription jobs finished by this process", ["outcome"])
+JOB_SECONDS = Histogram(
+    "postcall_job_seconds",
+    "Wall time of finished transcription jobs",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600, 7200),
+)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    lease_s: float = 60.0
+    max_attempts: int = 3
+    poll_s: float = 1.0
+    chunk_max_s: float = 30.0
+    beam_size: int = 5
+    max_duration_s: float = 4 * 3600.0
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a job's lease until stopped; remembers when the lease was lost."""
+
+    def __init__(self, store: Store, job_id: str, worker_id: str, lease_s: float) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self._store, self._job_id, self._worker_id = store, job_id, worker_id
+        self._lease_s = lease_s
+        self._stop = threading.Event()
+        self.progress = 0.0
+        self.lost = False
+
+    def beat(self) -> None:
+        if not self._store.heartbeat(
+            self._job_id, self._worker_id, progress=self.progress, lease_s=self._lease_s
+        ):
+            self.lost = True
+
+    def run(self) -> None:
+        while not self._stop.wait(self._lease_s / 3) and not self.lost:
+            try:
+                self.beat()
+            except Exception:  # a store hiccup must not kill the heartbeat
+                log.exception("heartbeat for %s failed", self._job_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Worker:
+    """Runs jobs from ``store`` with ``engine`` until told to stop."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        engine: Engine,
+        config: WorkerConfig | None = None,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.engine = engine
+        self.config = config or WorkerConfig()
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id('w')[2:10]}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def notify(self) -> None:
+        """Wake an idle worker now (a job was just queued)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the worker to stop; a running job is released at its next chunk."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, *, burst: bool = False) -> int:
+        """Process jobs until stopped (or, with ``burst``, until the queue is empty)."""
+        done = 0
+        while not self._stop.is_set():
+            if self.run_once():
+                done += 1
+                continue
+            if burst:
+                break
+            self._wake.wait(self.config.poll_s)
+            self._wake.clear()
+        return done
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when there was none."""
+        job = self.store.claim(
+            self.worker_id, lease_s=self.config.lease_s, max_attempts=self.config.max_attempts
+        )
+        if job is None:
+            return False
+        self.process(job)
+        return True
+
+    def process(self, job: Transcription) -> None:
+        started = time.monotonic()
+        heartbeat = _Heartbeat(self.store, job.id, self.worker_id, self.config.lease_s)
+        heartbeat.start()
+        outcome = "completed"
+        try:
+            result = self._run(job, heartbeat)
+            if result is None:
+                outcome = "abandoned"
+            elif not self.store.complete(job.id, self.worker_id, result):
+                outcome = "abandoned"
+                log.warning("job %s: lease lost before completion; result dropped", job.id)
+        except Interrupted:
+            outcome = "released"
+            if heartbeat.lost:
+                log.warning("job %s: lease lost or job deleted; stopped", job.id)
+            elif self.store.release(job.id, self.worker_id):
+                log.info("job %s released (worker stopping)", job.id)
+        except PostcallError as exc:
+            outcome = "failed"
+            log.info("job %s failed: %s", job.id, exc)
+            self.store.fail(job.id, self.worker_id, TranscriptionError(exc.code, exc.message))
+        except Exception as exc:
+            outcome = "failed"
+            log.exception("job %s crashed", job.id)
+            self.store.fail(job.id, self.worker_id, TranscriptionError("internal_error", f"{exc}"))
+        finally:
+            heartbeat.stop()
+        JOBS.labels(outcome).inc()
+        if outcome in ("completed", "failed"):
+            JOB_SECONDS.observe(time.monotonic() - started)
+        log.info("job %s %s in %.1f s", job.id, outcome, time.monotonic() - started)
+
+    def _run(self, job: Transcription, heartbeat: _Heartbeat) -> TranscriptionResult | None:
+        try:
+            recording = self.store.get_recording(job.tenant, job.recording_id)
+        except NotFound:
+            return None  # deleted while queued
+        duration = recording.media.duration
+        if duration > self.config.max_duration_s:
+            raise DurationExceeded(
+                f"the recording lasts {duration:.0f} s, more than the limit of "
+                f"{self.config.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
+            )
+        done = {i: ChunkResult.from_json(p) for i, p in self.store.load_chunks(job.id).items()}
+        if done:
+            log.info("job %s resumes with %d chunks already done", job.id, len(done))
+
+        def on_chunk(chunk: ChunkResult, progress: float) -> None:
+            if chunk.index not in done:
+                self.store.save_chunk(job.id, chunk.index, chunk.to_json())
+            heartbeat.progress = progress
+            heartbeat.beat()  # progress shows at once, and the lease is renewed
+
+        options = EngineOptions(language=job.options.language, beam_size=self.config.beam_size)
+        with self.blobs.local_file(recording.media_key) as path:
+            chunks = transcribe_media(
+                path,
+                self.engine,
+                options,
+                duration=duration,
+                chunk_max_s=self.config.chunk_max_s,
+                done=done,
+                on_chunk=on_chunk,
+                should_stop=lambda: self._stop.is_set() or heartbeat.lost,
+            )
+        document = assemble(
+            chunks,
+            transcription_id=job.id,
+            recording_id=recording.id,
+            duration=duration,
+            speaker=default_speaker(recording.metadata),
+            participants=participants_from_metadata(recording.metadata),
+            language_hint=job.options.language,
+        )
+        key = document_key(job.id)
+        self.blobs.put_bytes(key, formats.to_json(document).encode())
+        return TranscriptionResult(
+            language=document.language,
+            duration=duration,
+            segment_count=len(document.segments),
+            document_key=key,
+        )
+
+
+def start_in_thread(worker: Worker) -> Callable[[], None]:
+    """Run ``worker`` in a daemon thread; return a function that stops and joins it."""
+    thread = threading.Thread(target=worker.run, name="postcall-worker", daemon=True)
+    thread.start()
+
+    def stop(timeout: float = 30.0) -> None:
+        worker.stop()
+        thread.join(timeout)
+
+    return stop
