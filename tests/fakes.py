@@ -47,3 +47,41 @@ class ScriptedEngine:
             words=tuple(words),
         )
         return EngineResult(language=self.language, segments=(segment,))
+
+
+class TimedEngine(ScriptedEngine):
+    """A ScriptedEngine that takes a fixed time per call, and can kill its own process.
+
+    Built in worker processes by ``timed_engine`` (POSTCALL_ENGINE_FACTORY) from:
+    POSTCALL_TEST_ENGINE_SECONDS (time per chunk) and POSTCALL_TEST_POISON_SECONDS (a
+    chunk of exactly this many seconds, to 0.01 s, SIGKILLs the process: a job that
+    kills its worker every time).
+    """
+
+    def __init__(self, seconds: float, poison_s: float | None = None) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.poison_s = poison_s
+
+    def transcribe(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
+        import os
+        import signal
+        import time
+
+        if self.poison_s is not None and abs(len(audio) / 16000 - self.poison_s) < 0.01:
+            os.kill(os.getpid(), signal.SIGKILL)
+        deadline = time.monotonic() + self.seconds
+        result = super().transcribe(audio, options)
+        # Busy-free wait: the time this engine "computes".
+        threading.Event().wait(max(0.0, deadline - time.monotonic()))
+        return result
+
+
+def timed_engine(settings: object) -> TimedEngine:
+    import os
+
+    poison = os.environ.get("POSTCALL_TEST_POISON_SECONDS")
+    return TimedEngine(
+        float(os.environ.get("POSTCALL_TEST_ENGINE_SECONDS", "0.1")),
+        float(poison) if poison else None,
+    )

@@ -49,7 +49,6 @@ def serve(
     from postcall import wiring
     from postcall.api.app import create_app
     from postcall.api.deps import is_loopback
-    from postcall.worker import start_in_thread
 
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
@@ -68,7 +67,8 @@ def serve(
             "authentication is required: requests need a key from POSTCALL_API_KEYS or "
             "'postcall keys create' (POSTCALL_AUTH=disabled allows anonymous loopback use)"
         )
-    stop_worker = start_in_thread(components.worker) if components.worker else None
+    if components.workers is not None:
+        components.workers.start()
     try:
         uvicorn.run(
             create_app(components),
@@ -78,9 +78,72 @@ def serve(
             timeout_graceful_shutdown=10,
         )
     finally:
-        if stop_worker is not None:
-            stop_worker()
+        if components.workers is not None:
+            components.workers.stop()
         components.store.close()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(help="Jobs this process runs at once (one model, shared).")
+    ] = 1,
+    burst: Annotated[bool, typer.Option("--burst", help="Drain the queue, then exit.")] = False,
+) -> None:
+    """Run workers only (scaled mode): claim jobs from the shared store and run them.
+
+    SIGTERM or Ctrl-C: each running job finishes or is released within 30 s.
+    """
+    import signal
+    import threading
+
+    from postcall import wiring
+
+    settings = Settings()
+    _logging(settings.log_level)
+    try:
+        components = wiring.build(settings, with_worker=True, concurrency=concurrency)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    pool = components.workers
+    assert pool is not None
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("postcall").info("signal %d: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pool.start(burst=burst)
+    while not stopping.is_set():
+        if pool.join(timeout=0.5):
+            break  # burst mode: the queue is drained
+    pool.stop(grace_s=25.0)
+    components.store.close()
+
+
+@app.command("whisper-server")
+def whisper_server(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 9000,
+) -> None:
+    """Serve the in-process engine as an OpenAI-compatible /v1/audio/transcriptions."""
+    import uvicorn
+
+    from postcall import wiring
+    from postcall.api.whisper import create_whisper_app
+
+    settings = Settings()
+    _logging(settings.log_level)
+    engine = wiring.build_local_engine(settings)
+    uvicorn.run(
+        create_whisper_app(engine, model_name=settings.whisper_model,
+                           max_upload_bytes=settings.max_upload_bytes),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+    )  # fmt: skip
 
 
 @keys.command("create")

@@ -21,6 +21,7 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
     │   └── NoSpeech ............. decodable audio, but no speech was found
     ├── ModelUnavailable ......... the Whisper model cannot be loaded
     ├── EngineError .............. inference failed (retryable)
+    ├── EngineUnavailable ........ the remote Whisper service does not answer (retryable)
     └── WorkerLost ............... the job killed its worker too many times
 """
 
@@ -105,6 +106,11 @@ class ModelUnavailable(PostcallError):
 
 class EngineError(PostcallError):
     code = "engine_error"
+    retryable = True
+
+
+class EngineUnavailable(PostcallError):
+    code = "engine_unavailable"
     retryable = True
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ def transcribe_media(
     *,
     duration: float,
     chunk_max_s: float = 30.0,
+    concurrency: int = 1,
     done: Mapping[int, ChunkResult] | None = None,
     on_chunk: Callable[[ChunkResult, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -77,27 +80,47 @@ def transcribe_media(
     """Transcribe a media file chunk by chunk; return every chunk's result in order.
 
     ``done`` holds results of an earlier run (by chunk index); those chunks are not
-    transcribed again. ``on_chunk(result, progress)`` is called after each chunk with
-    the fraction of the recording covered so far. ``should_stop`` is polled between
-    chunks; when it answers True the run stops with ``Interrupted``.
+    transcribed again. ``on_chunk(result, progress)`` is called after each chunk, in
+    order, with the fraction of the recording covered so far. ``should_stop`` is
+    polled between chunks; when it answers True the run stops with ``Interrupted``.
+    ``concurrency`` > 1 keeps that many chunks in flight at once (for a remote engine
+    that serves requests in parallel); memory stays bounded by it.
     """
     done = done or {}
     results: list[ChunkResult] = []
-    blocks = audio.decode(path)
-    chunks = audio.split_at_silences(blocks, max_chunk_s=chunk_max_s,
-                                     min_chunk_s=chunk_max_s / 3)  # fmt: skip
-    for chunk in chunks:
-        if should_stop is not None and should_stop():
-            raise Interrupted()
-        previous = done.get(chunk.index)
-        if previous is not None and abs(previous.start - chunk.start) < 1e-3:
-            result = previous
-        else:
-            result = transcribe_chunk(engine, chunk, options)
+    chunks = audio.split_at_silences(
+        audio.decode(path), max_chunk_s=chunk_max_s, min_chunk_s=chunk_max_s / 3
+    )
+    in_flight: deque[tuple[audio.Chunk, Future[ChunkResult]]] = deque()
+
+    def finish_oldest() -> None:
+        chunk, future = in_flight.popleft()
+        result = future.result()
         results.append(result)
         if on_chunk is not None:
             progress = min(chunk.end / duration, 0.99) if duration > 0 else 0.0
             on_chunk(result, progress)
+
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="chunk") as pool:
+        try:
+            for chunk in chunks:
+                if should_stop is not None and should_stop():
+                    raise Interrupted()
+                previous = done.get(chunk.index)
+                future: Future[ChunkResult]
+                if previous is not None and abs(previous.start - chunk.start) < 1e-3:
+                    future = Future()
+                    future.set_result(previous)
+                else:
+                    future = pool.submit(transcribe_chunk, engine, chunk, options)
+                in_flight.append((chunk, future))
+                while len(in_flight) >= max(1, concurrency):
+                    finish_oldest()
+            while in_flight:
+                finish_oldest()
+        finally:
+            for _, pending in in_flight:
+                pending.cancel()
     return results
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from postcall import audio, formats
-from postcall.blobs.base import BlobStore, new_key
+from postcall.blobs.base import BlobStore, is_generated, new_key
 from postcall.domain import (
     Recording,
     TranscriptDocument,
@@ -94,14 +95,7 @@ class Service:
         recording_id: str | None = None,
     ) -> Recording:
         """Store and probe an uploaded recording; nothing is kept if it is refused."""
-        if recording_id is not None:
-            if not _CLIENT_ID.match(recording_id):
-                raise InvalidInput(
-                    "id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
-                    field="id",
-                )
-            self._ensure_free(tenant, recording_id)
-        rec_id = recording_id or new_id("rec")
+        rec_id = self._new_recording_id(tenant, recording_id)
         key = new_key("media")
         reader = _CappedReader(source, self.limits.max_upload_bytes)
         try:
@@ -110,11 +104,7 @@ class Service:
                 raise EmptyFile("the uploaded file is empty (0 bytes)", field="file")
             with self.blobs.local_file(key) as path:
                 media = audio.probe(path)
-            if media.duration > self.limits.max_duration_s:
-                raise DurationExceeded(
-                    f"the recording lasts {media.duration:.0f} s, more than the limit of "
-                    f"{self.limits.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
-                )
+            self._check_duration(media.duration)
             recording = Recording(
                 id=rec_id,
                 tenant=tenant,
@@ -133,6 +123,59 @@ class Service:
         log.info("recording %s stored (%d bytes, %.1f s)", rec_id, size, media.duration)
         return recording
 
+    def register_recording(
+        self,
+        tenant: str,
+        object_key: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        recording_id: str | None = None,
+    ) -> Recording:
+        """Register media a client already wrote into the blob store (a meeting bot's bucket).
+
+        The key must lie inside the configured bucket prefix; the object is probed like
+        an upload. postcall does not own it: deleting the recording leaves it in place.
+        """
+        rec_id = self._new_recording_id(tenant, recording_id)
+        key = self.blobs.resolve_external(object_key)
+        with self.blobs.local_file(key) as path:
+            size = path.stat().st_size
+            if size == 0:
+                raise EmptyFile("the object is empty (0 bytes)", field="object_key")
+            media = audio.probe(path)
+        self._check_duration(media.duration)
+        recording = Recording(
+            id=rec_id,
+            tenant=tenant,
+            created_at=utcnow(),
+            media_key=key,
+            filename=object_key.rsplit("/", 1)[-1],
+            content_type=mimetypes.guess_type(object_key)[0] or "application/octet-stream",
+            size=size,
+            media=media,
+            metadata=dict(metadata or {}),
+        )
+        self.store.add_recording(recording)
+        return recording
+
+    def _new_recording_id(self, tenant: str, recording_id: str | None) -> str:
+        if recording_id is None:
+            return new_id("rec")
+        if not _CLIENT_ID.match(recording_id):
+            raise InvalidInput(
+                "id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+                field="id",
+            )
+        self._ensure_free(tenant, recording_id)
+        return recording_id
+
+    def _check_duration(self, duration: float) -> None:
+        if duration > self.limits.max_duration_s:
+            raise DurationExceeded(
+                f"the recording lasts {duration:.0f} s, more than the limit of "
+                f"{self.limits.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
+            )
+
     def _ensure_free(self, tenant: str, recording_id: str) -> None:
         try:
             self.store.get_recording(tenant, recording_id)
@@ -149,7 +192,8 @@ class Service:
     def delete_recording(self, tenant: str, recording_id: str) -> None:
         """Delete a recording, its transcriptions and every stored file of theirs."""
         recording, transcriptions = self.store.delete_recording(tenant, recording_id)
-        self.blobs.delete(recording.media_key)
+        if is_generated(recording.media_key):  # registered objects belong to the client
+            self.blobs.delete(recording.media_key)
         for t in transcriptions:
             self.blobs.delete(document_key(t.id))
 

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         description="Default language code; 'auto' detects it.",
     )
 
+    whisper_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("WHISPER_URL", "whisper_url"),
+        description="When set, transcribe through this remote Whisper HTTP service.",
+    )
+
     # --- postcall's own -------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     port: int = Field(8000, description="Port the HTTP API listens on.")
@@ -71,6 +77,23 @@ class Settings(BaseSettings):
     )
     whisper_cpu_threads: int = Field(0, description="CPU threads for inference; 0 = all cores.")
     whisper_beam_size: int = Field(5, description="Beam size for decoding.")
+    whisper_api: Literal["openai", "whispercpp"] = Field(
+        "openai",
+        description="Remote protocol: OpenAI-compatible /v1/audio/transcriptions or "
+        "whisper.cpp's /inference.",
+    )
+    whisper_concurrency: int = Field(
+        4, description="Chunks of one job sent to the remote Whisper service at once."
+    )
+    whisper_timeout_s: float = Field(300.0, description="Timeout of one remote request (s).")
+    whisper_retries: int = Field(
+        4, description="Retries of a remote request after a timeout or 5xx, with backoff."
+    )
+    engine_factory: str | None = Field(
+        None,
+        description="'package.module:function' building a custom Engine from the settings "
+        "(instead of faster-whisper or WHISPER_URL).",
+    )
     chunk_max_s: float = Field(30.0, description="Longest chunk a recording is split into (s).")
     lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")

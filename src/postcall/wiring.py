@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from postcall.blobs.base import BlobStore
@@ -9,7 +11,7 @@ from postcall.engines.base import Engine
 from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
-from postcall.worker import Worker, WorkerConfig
+from postcall.worker import WorkerConfig, WorkerPool
 
 
 def build_store(settings: Settings) -> Store:
@@ -18,7 +20,13 @@ def build_store(settings: Settings) -> Store:
         from postcall.store.sqlite import SqliteStore
 
         return SqliteStore.from_url(url)
-    raise ValueError(f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:///")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from postcall.store.redis import RedisStore
+
+        return RedisStore.from_url(url)
+    raise ValueError(
+        f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://"
+    )
 
 
 def build_blobs(settings: Settings) -> BlobStore:
@@ -27,10 +35,38 @@ def build_blobs(settings: Settings) -> BlobStore:
         from postcall.blobs.local import LocalBlobStore
 
         return LocalBlobStore.from_url(url)
-    raise ValueError(f"POSTCALL_BLOB_URL={url!r}: supported schemes are file://")
+    if url.startswith("s3://"):
+        from postcall.blobs.s3 import S3BlobStore
+
+        return S3BlobStore.from_url(url)
+    raise ValueError(f"POSTCALL_BLOB_URL={url!r}: supported schemes are file:// and s3://")
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
+    """The remote engine when WHISPER_URL is set, else the in-process one."""
+    if settings.whisper_url:
+        from postcall.engines.whisper_http import HttpWhisperEngine
+
+        return HttpWhisperEngine(
+            settings.whisper_url,
+            api=settings.whisper_api,
+            timeout_s=settings.whisper_timeout_s,
+            retries=settings.whisper_retries,
+        )
+    if settings.engine_factory:
+        return _load_factory(settings.engine_factory)(settings)
+    return build_local_engine(settings, concurrency=concurrency)
+
+
+def _load_factory(path: str) -> Callable[[Settings], Engine]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"POSTCALL_ENGINE_FACTORY={path!r}: expected 'package.module:function'")
+    factory: Callable[[Settings], Engine] = getattr(importlib.import_module(module_name), attr)
+    return factory
+
+
+def build_local_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
     """The in-process engine; imported here so the API process never loads it."""
     from postcall.engines.whisper_local import FasterWhisperEngine
 
@@ -39,6 +75,7 @@ def build_engine(settings: Settings) -> Engine:
         device=settings.whisper_device,
         compute_type=settings.whisper_compute_type,
         cpu_threads=settings.whisper_cpu_threads,
+        num_workers=concurrency,
     )
 
 
@@ -50,6 +87,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         chunk_max_s=settings.chunk_max_s,
         beam_size=settings.whisper_beam_size,
         max_duration_s=settings.max_duration_s,
+        chunk_concurrency=settings.whisper_concurrency if settings.whisper_url else 1,
     )
 
 
@@ -59,16 +97,28 @@ class Components:
     store: Store
     blobs: BlobStore
     service: Service
-    worker: Worker | None = None
+    workers: WorkerPool | None = None
 
 
-def build(settings: Settings, *, with_worker: bool, engine: Engine | None = None) -> Components:
-    """Everything a process needs; ``with_worker`` adds an in-process worker."""
+def build(
+    settings: Settings,
+    *,
+    with_worker: bool,
+    engine: Engine | None = None,
+    concurrency: int = 1,
+) -> Components:
+    """Everything a process needs; ``with_worker`` adds ``concurrency`` in-process workers."""
     store = build_store(settings)
     blobs = build_blobs(settings)
-    worker = None
+    workers = None
     if with_worker:
-        worker = Worker(store, blobs, engine or build_engine(settings), worker_config(settings))
+        workers = WorkerPool(
+            store,
+            blobs,
+            engine or build_engine(settings, concurrency=concurrency),
+            worker_config(settings),
+            concurrency=concurrency,
+        )
     service = Service(
         store,
         blobs,
@@ -76,6 +126,6 @@ def build(settings: Settings, *, with_worker: bool, engine: Engine | None = None
             max_upload_bytes=settings.max_upload_bytes, max_duration_s=settings.max_duration_s
         ),
         default_language=settings.default_language,
-        on_enqueue=worker.notify if worker is not None else None,
+        on_enqueue=workers.notify if workers is not None else None,
     )
-    return Components(settings, store, blobs, service, worker)
+    return Components(settings, store, blobs, service, workers)

@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
@@ -53,6 +52,8 @@ class WorkerConfig:
     chunk_max_s: float = 30.0
     beam_size: int = 5
     max_duration_s: float = 4 * 3600.0
+    chunk_concurrency: int = 1
+    reconcile_every_s: float = 30.0
 
 
 class _Heartbeat(threading.Thread):
@@ -102,6 +103,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id('w')[2:10]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.current: Transcription | None = None
+        self._last_reconcile = time.monotonic()
 
     def notify(self) -> None:
         """Wake an idle worker now (a job was just queued)."""
@@ -121,9 +124,22 @@ class Worker:
                 continue
             if burst:
                 break
+            self._maybe_reconcile()
             self._wake.wait(self.config.poll_s)
             self._wake.clear()
         return done
+
+    def _maybe_reconcile(self) -> None:
+        if time.monotonic() - self._last_reconcile < self.config.reconcile_every_s:
+            return
+        self._last_reconcile = time.monotonic()
+        try:
+            restored = self.store.reconcile()
+        except Exception:
+            log.exception("reconciling the queue failed")
+            return
+        if restored:
+            log.warning("re-enqueued %d queued jobs that had lost their queue entry", restored)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was none."""
@@ -132,7 +148,11 @@ class Worker:
         )
         if job is None:
             return False
-        self.process(job)
+        self.current = job
+        try:
+            self.process(job)
+        finally:
+            self.current = None
         return True
 
     def process(self, job: Transcription) -> None:
@@ -197,6 +217,7 @@ class Worker:
                 options,
                 duration=duration,
                 chunk_max_s=self.config.chunk_max_s,
+                concurrency=self.config.chunk_concurrency,
                 done=done,
                 on_chunk=on_chunk,
                 should_stop=lambda: self._stop.is_set() or heartbeat.lost,
@@ -220,13 +241,52 @@ class Worker:
         )
 
 
-def start_in_thread(worker: Worker) -> Callable[[], None]:
-    """Run ``worker`` in a daemon thread; return a function that stops and joins it."""
-    thread = threading.Thread(target=worker.run, name="postcall-worker", daemon=True)
-    thread.start()
+class WorkerPool:
+    """``concurrency`` workers in threads of this process, sharing one engine.
 
-    def stop(timeout: float = 30.0) -> None:
-        worker.stop()
-        thread.join(timeout)
+    ``stop`` asks them to stop, waits up to ``grace_s`` for each to finish or release
+    its job at the next chunk, then releases whatever is still held so that another
+    worker can take it at once (a release is not an attempt).
+    """
 
-    return stop
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        engine: Engine,
+        config: WorkerConfig,
+        *,
+        concurrency: int = 1,
+    ) -> None:
+        self.workers = [Worker(store, blobs, engine, config) for _ in range(max(1, concurrency))]
+        self._threads: list[threading.Thread] = []
+        self._store = store
+
+    def notify(self) -> None:
+        for w in self.workers:
+            w.notify()
+
+    def start(self, *, burst: bool = False) -> None:
+        for i, w in enumerate(self.workers):
+            t = threading.Thread(
+                target=w.run, kwargs={"burst": burst}, name=f"postcall-worker-{i}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the workers to end; True when all have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def stop(self, grace_s: float = 25.0) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.join(grace_s):
+            return
+        for w in self.workers:
+            job = w.current
+            if job is not None and self._store.release(job.id, w.worker_id):
+                log.warning("job %s released: it did not reach a chunk boundary in time", job.id)

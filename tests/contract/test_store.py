@@ -22,7 +22,9 @@ from postcall.domain import (
 )
 from postcall.errors import Conflict, InvalidInput, NotFound
 from postcall.store.base import Store
+from postcall.store.redis import RedisStore
 from postcall.store.sqlite import SqliteStore
+from tests.contract.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
 
 class Clock:
@@ -39,13 +41,17 @@ class Clock:
 StoreFactory = Callable[[Clock], Store]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     made: list[Store] = []
+    # Requested here, not as a parameter, so that SQLite runs never start redis-server.
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
 
     def factory(clock: Clock) -> Store:
         if request.param == "sqlite":
             store: Store = SqliteStore(tmp_path / "store.db", clock=clock)
+        elif request.param == "redis":
+            store = RedisStore.from_url(url, clock=clock)
         else:  # pragma: no cover - more backends plug in here
             raise AssertionError(request.param)
         made.append(store)

@@ -71,7 +71,7 @@ def test_full_flow_with_worker(api: Any, wav: bytes) -> None:
     assert tr["status"] == "queued" and tr["transcriptionId"].startswith("tr_")
     assert set(tr) == {"transcriptionId", "status"}
     assert client.get(f"/v1/transcriptions/{tr['transcriptionId']}").json()["status"] == "queued"
-    assert comps.worker.run(burst=True) == 1
+    assert comps.workers.workers[0].run(burst=True) == 1
     done = client.get(f"/v1/transcriptions/{tr['transcriptionId']}").json()
     assert done["status"] == "completed"
     assert done["duration"] == "3.0" and done["segmentCount"] == "1"
@@ -178,7 +178,7 @@ def test_delete_recording_removes_everything(api: Any, wav: bytes, data_dir: Pat
     client, comps = api
     rec = upload(client, wav).json()
     tr = client.post(f"/v1/recordings/{rec['id']}/transcribe").json()
-    comps.worker.run(burst=True)
+    comps.workers.workers[0].run(burst=True)
     files = [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
     assert len(files) == 2  # the media and the transcript document
     assert client.delete(f"/v1/recordings/{rec['id']}").status_code == 204
@@ -194,7 +194,7 @@ def test_delete_transcription(api: Any, wav: bytes) -> None:
     tr = client.post(f"/v1/recordings/{rec['id']}/transcribe").json()["transcriptionId"]
     assert client.delete(f"/v1/transcriptions/{tr}").status_code == 204
     assert client.get(f"/v1/transcriptions/{tr}").status_code == 404
-    assert comps.worker.run(burst=True) == 0
+    assert comps.workers.workers[0].run(burst=True) == 0
 
 
 def test_unknown_route_and_ids(api: Any) -> None:

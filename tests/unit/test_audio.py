@@ -324,6 +324,18 @@ def test_decode_yields_exact_blocks_lazily(tmp_path: Path) -> None:
     assert [b.size for b in rest] == [4 * SR] * 5 + [SR]
 
 
+def test_decode_memory_does_not_grow_with_length(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "long.wav", tone(300.0, 8000, amp=0.3), rate=8000)
+    tracemalloc.start()
+    try:
+        samples = sum(block.size for block in decode(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert samples == 300 * SR
+    assert peak < 4 * 2**20  # the whole recording as float32 would take 19 MB
+
+
 def test_decode_can_be_abandoned(tmp_path: Path) -> None:
     blocks = decode(write_audio(tmp_path / "a.wav", tone(5.0, 16000), rate=16000), block_s=1)
     next(blocks)

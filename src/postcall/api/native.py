@@ -8,12 +8,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from postcall import formats
 from postcall.api.deps import Svc, Tenant, transcription_enabled
 from postcall.api.schemas import (
+    RegisterRecording,
     TranscribeAccepted,
     TranscribeRequest,
     TranscriptionView,
@@ -50,7 +53,23 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                         },
                     },
                 }
-            }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["object_key"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "object_key": {
+                            "type": "string",
+                            "description": "Key of media already in the bucket, under the "
+                            "configured prefix.",
+                        },
+                        "metadata": {"type": "object"},
+                        "id": {"type": "string"},
+                    },
+                }
+            },
         },
     }
 }
@@ -58,10 +77,29 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
 
 @router.post("/recordings", status_code=201, openapi_extra=_UPLOAD_SCHEMA)
 async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> JSONResponse:
-    """Upload a recording (multipart: ``file``, optional ``metadata`` JSON and ``id``)."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    """Upload a recording (multipart: ``file``, optional ``metadata`` JSON and ``id``),
+    or register one already in the bucket (JSON: ``object_key``, ``metadata``, ``id``)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = RegisterRecording.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            ) from None
+        recording = await run_in_threadpool(
+            svc.register_recording,
+            tenant,
+            body.object_key,
+            metadata=body.metadata,
+            recording_id=body.id,
+        )
+        return JSONResponse(recording_view(recording), status_code=201)
+    if not content_type.startswith("multipart/form-data"):
         raise InvalidInput(
-            "send the recording as multipart/form-data with a 'file' field", field="file"
+            "send the recording as multipart/form-data with a 'file' field, or JSON with "
+            "an 'object_key'",
+            field="file",
         )
     form = await request.form(max_files=1, max_fields=16)
     try:

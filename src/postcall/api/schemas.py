@@ -28,6 +28,15 @@ class TranscribeRequest(BaseModel):
     )
 
 
+class RegisterRecording(BaseModel):
+    """Body of POST /v1/recordings registering media already in the bucket."""
+
+    model_config = ConfigDict(extra="forbid")
+    object_key: str = Field(min_length=1, max_length=1024)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+
+
 class TranscribeAccepted(BaseModel):
     transcriptionId: str
     status: Literal["queued"] = "queued"

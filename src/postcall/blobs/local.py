@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from postcall.errors import NotFound
+from postcall.blobs.base import check_object_key
+from postcall.errors import InvalidInput, NotFound
 
 _KEY = re.compile(r"^[a-z]+/[0-9a-f]{8,64}(\.[a-z0-9]{1,8})?$")
 _COPY_BUFFER = 1024 * 1024
@@ -23,6 +24,9 @@ class LocalBlobStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Containment is checked against the real root, so a root that is itself
+        # reached through a symlink still works.
+        self._real_root = self.root.resolve()
 
     @classmethod
     def from_url(cls, url: str) -> LocalBlobStore:
@@ -31,10 +35,21 @@ class LocalBlobStore:
         return cls(url.removeprefix("file://"))
 
     def _path(self, key: str) -> Path:
-        # Keys come from new_key(); refuse anything else so no caller can escape root.
-        if not _KEY.match(key):
-            raise ValueError(f"invalid blob key {key!r}")
-        return self.root / key
+        # Keys from new_key() take the fast path. Any other key (one registered with
+        # resolve_external) must pass the object-key rules and, symlinks resolved,
+        # stay inside root; this is checked on every use, not only at registration.
+        if _KEY.match(key):
+            return self.root / key
+        return self._contained(key)
+
+    def _contained(self, key: str) -> Path:
+        check_object_key(key)
+        path = (self._real_root / key).resolve()
+        if not path.is_relative_to(self._real_root) or path == self._real_root:
+            raise InvalidInput(
+                f"object_key {key!r} leads outside the blob folder", field="object_key"
+            )
+        return path
 
     def put(self, key: str, source: BinaryIO) -> int:
         path = self._path(key)
@@ -73,3 +88,15 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def presign_get(self, key: str, expires_s: int) -> str | None:
+        # A folder cannot sign URLs; the API serves local objects itself.
+        return None
+
+    def resolve_external(self, object_key: str) -> str:
+        # Always the full check (even for keys shaped like new_key()'s): the file was
+        # written by someone else and may be a symlink.
+        path = self._contained(object_key)
+        if not path.is_file():
+            raise NotFound(f"no object at {object_key!r}")
+        return object_key

@@ -52,11 +52,13 @@ class FasterWhisperEngine:
         device: str = "auto",
         compute_type: str = "auto",
         cpu_threads: int = 0,
+        num_workers: int = 1,
     ) -> None:
         self.model_name = model
         self._device = device
         self._compute_type = compute_type
         self._cpu_threads = cpu_threads or os.cpu_count() or 1
+        self._num_workers = max(1, num_workers)  # transcriptions that may run at once
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -99,6 +101,7 @@ class FasterWhisperEngine:
                 device=device,
                 compute_type=compute_type,
                 cpu_threads=self._cpu_threads if device == "cpu" else 0,
+                num_workers=self._num_workers,
             )
         except ModelUnavailable:
             raise

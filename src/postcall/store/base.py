@@ -105,6 +105,14 @@ class Store(Protocol):
         """Give a claimed job back to the queue without counting the attempt."""
         ...
 
+    def reconcile(self) -> int:
+        """Re-enqueue queued jobs that lost their queue entry; return how many.
+
+        A no-op where the records are the queue (SQLite); for a separate queue
+        (a Redis Stream) it restores pointers lost with a restart.
+        """
+        ...
+
     def queue_depth(self) -> int:
         """How many jobs wait to be claimed."""
         ...

@@ -1,0 +1,117 @@
+"""A real ``redis-server`` for the tests: one per session, on a free port, emptied per test.
+
+Import the fixtures into a test module (``from tests.contract.redis_server import
+redis_server, redis_url``) or request ``redis_url`` lazily with
+``request.getfixturevalue`` so that tests which do not need Redis never start it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
+    """Poll PING until it answers (True), the server exits (False) or the deadline passes."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return True
+            except redis.ConnectionError:
+                pass
+            try:
+                proc.wait(timeout=0.05)  # the pause between polls; ends early if it exited
+            except subprocess.TimeoutExpired:
+                continue
+            return False
+    finally:
+        client.close()
+    _stop(proc)
+    log_text = log.read_text(errors="replace") if log.exists() else ""
+    pytest.fail(f"redis-server did not answer PING within {START_TIMEOUT_S}s:\n{log_text}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL (``redis://127.0.0.1:PORT``) of a redis-server run for this session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed; `make test` installs it "
+            "(its system-deps step runs apt-get install redis-server)"
+        )
+    directory = tmp_path_factory.mktemp("redis")
+    for _ in range(3):  # another process may take the free port before the server binds it
+        port = _free_port()
+        log = directory / f"redis-{port}.log"
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(log),
+            ],
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _wait_ready(proc, port, log):
+            break
+    else:
+        log_text = log.read_text(errors="replace") if log.exists() else ""
+        pytest.fail(f"redis-server exited at start three times; last log:\n{log_text}")
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """The session's server, emptied for this test (database 0)."""
+    url = f"{redis_server}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    yield url
