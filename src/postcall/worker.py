@@ -118,6 +118,7 @@ class Worker:
     def run(self, *, burst: bool = False) -> int:
         """Process jobs until stopped (or, with ``burst``, until the queue is empty)."""
         done = 0
+        log.info("worker %s ready", self.worker_id)
         while not self._stop.is_set():
             if self.run_once():
                 done += 1

@@ -1,8 +1,9 @@
 """A real ``redis-server`` for the tests: one per session, on a free port, emptied per test.
 
 Import the fixtures into a test module (``from tests.contract.redis_server import
-redis_server, redis_url``) or request ``redis_url`` lazily with
-``request.getfixturevalue`` so that tests which do not need Redis never start it.
+redis_server, redis_url``) or request them lazily with ``request.getfixturevalue`` so
+that tests which do not need Redis never start it. ``redis_url`` is an emptied
+database's URL; ``redis_server`` is the session's ``RedisServer``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,24 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 
 
+@dataclass(frozen=True)
+class RedisServer:
+    """The session's redis-server."""
+
+    url: str  # redis://127.0.0.1:PORT, no database
+    pid: int
+
+    def fresh_url(self) -> str:
+        """Empty the server and return its database 0's URL (one test at a time owns it)."""
+        url = f"{self.url}/0"
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        return url
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -28,14 +48,19 @@ def _free_port() -> int:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
-    """Poll PING until it answers (True), the server exits (False) or the deadline passes."""
+    """Poll PING until our server answers (True), it exits or another answers (False).
+
+    Fails the session when the deadline passes first.
+    """
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
             try:
+                # The pid check: another server that got the port first must never be
+                # used (the fixtures flush it).
                 if client.ping():
-                    return True
+                    return int(client.info("server")["process_id"]) == proc.pid
             except redis.ConnectionError:
                 pass
             try:
@@ -62,8 +87,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL (``redis://127.0.0.1:PORT``) of a redis-server run for this session."""
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server run for this session (stopped at its end)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(
@@ -96,22 +121,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
         if _wait_ready(proc, port, log):
             break
+        _stop(proc)
     else:
         log_text = log.read_text(errors="replace") if log.exists() else ""
         pytest.fail(f"redis-server exited at start three times; last log:\n{log_text}")
     try:
-        yield f"redis://127.0.0.1:{port}"
+        yield RedisServer(url=f"redis://127.0.0.1:{port}", pid=proc.pid)
     finally:
         _stop(proc)
 
 
 @pytest.fixture
-def redis_url(redis_server: str) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     """The session's server, emptied for this test (database 0)."""
-    url = f"{redis_server}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
-    yield url
+    return redis_server.fresh_url()

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 import pytest
-from botocore.config import Config
+from botocore.config import Config  # type: ignore[import-untyped]
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
@@ -102,8 +102,8 @@ class PresignChecker:
         )
         headers = []
         for name in signed_headers:
-            key = "HTTP_" + name.upper().replace("-", "_")
-            value = environ.get(key) if name != "content-type" else environ.get("CONTENT_TYPE")
+            env_name = "HTTP_" + name.upper().replace("-", "_")
+            value = environ.get("CONTENT_TYPE" if name == "content-type" else env_name)
             if value is None:
                 return "SignatureDoesNotMatch", f"signed header {name} missing"
             headers.append(f"{name}:{' '.join(value.split())}\n")
@@ -126,10 +126,10 @@ class PresignChecker:
                 hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
             ]
         )
-        key = _hmac(("AWS4" + self.secrets[access_key]).encode("utf-8"), date)
+        signing_key = _hmac(("AWS4" + self.secrets[access_key]).encode("utf-8"), date)
         for part in (region, service, "aws4_request"):
-            key = _hmac(key, part)
-        expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+            signing_key = _hmac(signing_key, part)
+        expected = hmac.new(signing_key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
             return "SignatureDoesNotMatch", "signature does not match"
         return None
@@ -145,10 +145,19 @@ class S3Server:
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
     region: str = REGION
-    _clients: list[Any] = field(default_factory=list, repr=False)
+    _client: Any = field(default=None, repr=False)
 
     def client(self) -> Any:
-        """A boto3 S3 client for this server (SigV4, path-style, explicit credentials)."""
+        """A boto3 S3 client for this server (SigV4, path-style, explicit credentials).
+
+        One client, made once: building a client costs ~0.5 s, and clients are
+        thread-safe.
+        """
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> Any:
         session = boto3.session.Session(
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,

@@ -317,3 +317,127 @@ def test_list_transcriptions_of_a_recording(store: Store) -> None:
     assert [t.id for t in page.items] == [ta.id]
     everything = store.list_transcriptions("t1", recording_id=None, limit=10, cursor=None)
     assert [t.id for t in everything.items] == [tb.id, ta.id]
+
+
+def test_listings_break_ties_by_id(store: Store) -> None:
+    # Same created_at everywhere: the order (and the cursor) falls back to the id.
+    for name in ["b", "d", "a", "e", "c"]:
+        store.add_recording(recording(f"rec_{name}"))
+        store.add_transcription(job(f"rec_{name}"))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.list_recordings("t1", limit=2, cursor=cursor)
+        seen += [r.id for r in page.items]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == ["rec_e", "rec_d", "rec_c", "rec_b", "rec_a"]
+    everything = store.list_transcriptions("t1", recording_id=None, limit=10, cursor=None)
+    paged: list[str] = []
+    cursor = None
+    while True:
+        tpage = store.list_transcriptions("t1", recording_id=None, limit=3, cursor=cursor)
+        paged += [t.id for t in tpage.items]
+        if (cursor := tpage.next_cursor) is None:
+            break
+    assert paged == [t.id for t in everything.items]
+    assert paged == sorted(paged, reverse=True)
+
+
+def test_transcriptions_of_a_recording_paginate(store: Store) -> None:
+    store.add_recording(recording("a"))
+    store.add_recording(recording("b"))
+    mine = [job("a", offset=i) for i in range(5)]
+    for i, t in enumerate(mine):
+        store.add_transcription(t)
+        store.add_transcription(job("b", offset=i))
+    first = store.list_transcriptions("t1", recording_id="a", limit=3, cursor=None)
+    assert first.next_cursor is not None
+    rest = store.list_transcriptions("t1", recording_id="a", limit=3, cursor=first.next_cursor)
+    assert rest.next_cursor is None
+    assert [t.id for t in first.items + rest.items] == [t.id for t in reversed(mine)]
+
+
+def test_tenant_and_id_never_share_a_record(store: Store) -> None:
+    store.add_recording(recording("b:c", tenant="a"))
+    store.add_recording(recording("c", tenant="a:b"))  # no Conflict: another record
+    assert store.get_recording("a", "b:c").tenant == "a"
+    assert store.get_recording("a:b", "c").tenant == "a:b"
+    assert [r.id for r in store.list_recordings("a:b", limit=10, cursor=None).items] == ["c"]
+
+
+def test_deleted_queued_job_is_never_claimed(store: Store) -> None:
+    store.add_recording(recording("a"))
+    store.add_recording(recording("b"))
+    gone, kept = job("a"), job("b", offset=1)
+    store.add_transcription(gone)
+    store.add_transcription(kept)
+    also_gone = job("a", offset=2)
+    store.add_transcription(also_gone)
+    store.delete_transcription("t1", gone.id)
+    store.delete_recording("t1", "a")
+    assert store.queue_depth() == 1
+    claimed = store.claim("w1", lease_s=60, max_attempts=3)
+    assert claimed is not None and claimed.id == kept.id
+    assert store.claim("w2", lease_s=60, max_attempts=3) is None
+    assert store.queue_depth() == 0
+
+
+def test_an_expired_lease_fences_its_owner_even_before_a_takeover(
+    store: Store, clock: Clock
+) -> None:
+    store.add_recording(recording())
+    t = job()
+    store.add_transcription(t)
+    store.claim("w1", lease_s=10, max_attempts=3)
+    clock.advance(10)  # the last instant the lease still holds
+    assert store.heartbeat(t.id, "w1", progress=0.2, lease_s=10)
+    clock.advance(10.5)  # nobody took the job over yet, but the lease is gone
+    assert not store.complete(t.id, "w1", RESULT)
+    assert not store.release(t.id, "w1")
+    assert store.get_transcription("t1", t.id).status is TranscriptionStatus.PROCESSING
+    taken = store.claim("w2", lease_s=10, max_attempts=3)
+    assert taken is not None and taken.id == t.id and taken.attempts == 2
+    assert taken.progress == 0.2
+
+
+def test_only_the_owner_releases_and_a_released_job_is_claimable(store: Store) -> None:
+    store.add_recording(recording())
+    t = job()
+    store.add_transcription(t)
+    store.claim("w1", lease_s=60, max_attempts=3)
+    assert not store.release(t.id, "w2")
+    assert store.queue_depth() == 0
+    assert store.release(t.id, "w1")
+    assert store.queue_depth() == 1
+    assert not store.complete(t.id, "w1", RESULT)
+    again = store.claim("w2", lease_s=60, max_attempts=3)
+    assert again is not None and again.id == t.id
+    assert store.claim("w3", lease_s=60, max_attempts=3) is None
+    assert store.complete(t.id, "w2", RESULT)
+
+
+def test_completion_drops_kept_chunks(store: Store) -> None:
+    store.add_recording(recording())
+    t = job()
+    store.add_transcription(t)
+    store.claim("w1", lease_s=60, max_attempts=3)
+    store.save_chunk(t.id, 0, "a")
+    assert store.complete(t.id, "w1", RESULT)
+    assert store.load_chunks(t.id) == {}
+
+
+def test_a_job_lost_for_good_leaves_the_queue(store: Store, clock: Clock) -> None:
+    store.add_recording(recording())
+    t = job()
+    store.add_transcription(t)
+    store.claim("w1", lease_s=10, max_attempts=1)
+    clock.advance(11)
+    assert store.claim("w2", lease_s=10, max_attempts=1) is None
+    lost = store.get_transcription("t1", t.id)
+    assert lost.status is TranscriptionStatus.FAILED
+    assert lost.error is not None and lost.error.code == "worker_lost"
+    assert "claimed 1 times" in lost.error.message
+    assert not store.complete(t.id, "w1", RESULT)
+    assert store.queue_depth() == 0
+    assert store.claim("w3", lease_s=10, max_attempts=3) is None

@@ -53,6 +53,7 @@ RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 
 _FORM_OVERHEAD = 1024 * 1024  # multipart framing and the small fields beside the file
 _COPY_BLOCK = 1024 * 1024
+_HEADER_SAFE = re.compile(r"[\w.:/@+-]{1,128}", re.ASCII)  # a model name that is safe to echo
 
 # The one table, most specific class first: error -> (HTTP status, OpenAI error type).
 _ERRORS: tuple[tuple[type[PostcallError], int, str], ...] = (
@@ -243,7 +244,8 @@ def create_whisper_app(engine: Engine, *, model_name: str, max_upload_bytes: int
             duration, time.monotonic() - started, result.language, len(result.segments),
         )  # fmt: skip
         response = _render(result, duration, params)
-        response.headers["x-model"] = params.model or served
+        echoed = params.model if params.model and _HEADER_SAFE.fullmatch(params.model) else None
+        response.headers["x-model"] = echoed or served
         return response
 
     return app

@@ -11,11 +11,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from postcall.blobs.base import check_object_key
+from postcall.blobs.base import check_object_key, is_generated
 from postcall.errors import InvalidInput, NotFound
 
 _KEY = re.compile(r"^[a-z]+/[0-9a-f]{8,64}(\.[a-z0-9]{1,8})?$")
 _COPY_BUFFER = 1024 * 1024
+
+
+def _owned(object_key: str) -> InvalidInput:
+    # A key shaped like new_key()'s names an object postcall owns (and deletes with its
+    # recording); a client must not register it as its own.
+    return InvalidInput(
+        f"object_key {object_key!r} names an object postcall manages itself", field="object_key"
+    )
 
 
 class LocalBlobStore:
@@ -97,6 +105,8 @@ class LocalBlobStore:
         # Always the full check (even for keys shaped like new_key()'s): the file was
         # written by someone else and may be a symlink.
         path = self._contained(object_key)
+        if is_generated(object_key):
+            raise _owned(object_key)
         if not path.is_file():
             raise NotFound(f"no object at {object_key!r}")
         return object_key

@@ -30,7 +30,7 @@ from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from postcall.blobs.base import MAX_OBJECT_KEY_BYTES, check_object_key
+from postcall.blobs.base import MAX_OBJECT_KEY_BYTES, check_object_key, is_generated
 from postcall.errors import InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -258,6 +258,13 @@ class S3BlobStore:
         return str(url)
 
     def resolve_external(self, object_key: str) -> str:
+        check_object_key(object_key)
+        if is_generated(object_key):
+            # postcall owns such objects (and deletes them with their recording).
+            raise InvalidInput(
+                f"object_key {object_key!r} names an object postcall manages itself",
+                field="object_key",
+            )
         if not self.exists(object_key):
             raise NotFound(f"no object at {object_key!r}")
         return object_key

@@ -10,7 +10,7 @@ Each call sends one piece of audio as a 16-bit PCM WAV and parses the service's
   segments carry ``words`` that are really BPE tokens (`` Americ``, ``ans``, ``,``)
   with times; they are joined into words here.
 
-Timeouts, connection failures, 5xx and 429 are retried with exponential backoff and
+Timeouts, connection failures, 5xx, 408 and 429 are retried with exponential backoff and
 jitter (429 honours ``Retry-After``); a service that stays down raises
 ``EngineUnavailable``, a request it refuses (another 4xx) ``EngineError``. One
 ``httpx.Client`` with a connection pool is shared by every thread calling in.
@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 import wave
 from bisect import bisect_right
@@ -150,18 +151,28 @@ class HttpWhisperEngine:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S))
         self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=self._timeout,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
+        self._client = client
+        self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HttpWhisperEngine({self.display_url!r}, api={self.api!r})"
 
     def close(self) -> None:
         """Close the connection pool (when the engine created it)."""
-        if self._owns_client:
-            self._client.close()
+        with self._client_lock:
+            if self._owns_client and self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _http(self) -> httpx.Client:
+        """The shared client, made on first use (building its TLS context takes time)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=self._timeout,
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                )
+            return self._client
 
     def __enter__(self) -> HttpWhisperEngine:
         return self
@@ -180,6 +191,7 @@ class HttpWhisperEngine:
         return parse_response(
             body,
             fallback_language=options.language,
+            duration=audio.size / SAMPLE_RATE,
             words=options.word_timestamps,
             join_tokens=self.api == "whispercpp",
         )
@@ -209,7 +221,7 @@ class HttpWhisperEngine:
         for attempt in range(attempts):
             wait = 0.0
             try:
-                response = self._client.post(
+                response = self._http().post(
                     self.endpoint,
                     data=dict(fields),
                     files={"file": ("audio.wav", wav, "audio/wav")},
@@ -225,14 +237,20 @@ class HttpWhisperEngine:
                 if status < 300:
                     return self._json(response)
                 message = self._clean(_service_message(response))
-                if status == 429 or status >= 500:
+                if status in (408, 429) or status >= 500:
                     problem = f"HTTP {status}: {message}"
                     if status == 429:
                         wait = _retry_after(response.headers.get("retry-after"))
                 else:
+                    hint = (
+                        f"; is WHISPER_URL right, and is it an {self.api!r} service "
+                        "(POSTCALL_WHISPER_API)?"
+                        if status in (404, 405)
+                        else ""
+                    )
                     raise EngineError(
                         f"the Whisper service at {self.display_url} refused the request "
-                        f"(HTTP {status}): {message}"
+                        f"(HTTP {status}): {message}{hint}"
                     )
             if attempt + 1 < attempts:
                 wait = max(wait, self._backoff(attempt))
@@ -307,6 +325,7 @@ def parse_response(
     body: Mapping[str, Any],
     *,
     fallback_language: str | None = None,
+    duration: float | None = None,
     words: bool = True,
     join_tokens: bool = False,
 ) -> EngineResult:
@@ -318,7 +337,8 @@ def parse_response(
     ``words`` assigned to segments by time. ``join_tokens`` joins BPE tokens into words
     (a token without a leading space continues the word before it). A missing word
     probability counts as 1.0. The language is the answer's, as a code, else
-    ``fallback_language``, else ``und``.
+    ``fallback_language``, else ``und``. An answer with only ``text`` becomes one
+    segment over ``duration`` seconds (the audio's length).
     """
     language = (
         language_code(body.get("language"))
@@ -333,8 +353,8 @@ def parse_response(
         text = body.get("text")
         if isinstance(text, str) and text.strip() and raw_segments is None:
             # A json (not verbose_json) answer: the text, without times.
-            duration = _number(body.get("duration")) or 0.0
-            return EngineResult(language, (Segment(0.0, duration, text.strip()),))
+            length = _number(body.get("duration")) or duration or 0.0
+            return EngineResult(language, (Segment(0.0, length, text.strip()),))
         if raw_segments is None and isinstance(text, str):
             return EngineResult(language, ())
         raise EngineError("the Whisper service's answer has no list of segments")

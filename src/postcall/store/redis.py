@@ -38,7 +38,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -343,6 +343,8 @@ class RedisStore:
             self._client = redis.Redis.from_url(client_or_url, decode_responses=True)
             self._owns_client = True
         else:
+            if not client_or_url.get_connection_kwargs().get("decode_responses"):
+                raise ValueError("the Redis client must be made with decode_responses=True")
             self._client = client_or_url
             self._owns_client = False
         self._clock = clock
@@ -362,11 +364,13 @@ class RedisStore:
         self._reconcile = reg(_LIB + _RECONCILE)
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> RedisStore:
+    def from_url(
+        cls, url: str, *, clock: Callable[[], float] = time.time, namespace: str = "postcall"
+    ) -> RedisStore:
         """``redis://[:password@]host:port/db`` (also ``rediss://`` and ``unix://``)."""
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"not a redis URL: {url!r}")
-        return cls(url, clock=clock)
+        return cls(url, clock=clock, namespace=namespace)
 
     def close(self) -> None:
         if self._owns_client:
@@ -411,7 +415,7 @@ class RedisStore:
             raise Conflict(f"recording {r.id!r} already exists")
 
     def get_recording(self, tenant: str, recording_id: str) -> Recording:
-        row: dict[str, Any] = self._client.hgetall(self._rec(tenant, recording_id))
+        row = cast(dict[str, str], self._client.hgetall(self._rec(tenant, recording_id)))
         if not row:
             raise NotFound(f"recording {recording_id!r} not found")
         return recording_from_row(row)
@@ -470,7 +474,7 @@ class RedisStore:
             raise Conflict(f"transcription {t.id!r} already exists")
 
     def get_transcription(self, tenant: str, transcription_id: str) -> Transcription:
-        row: dict[str, Any] = self._client.hgetall(self._tr(transcription_id))
+        row = cast(dict[str, str], self._client.hgetall(self._tr(transcription_id)))
         if row.get("tenant") != tenant:
             raise NotFound(f"transcription {transcription_id!r} not found")
         return transcription_from_row(row)
@@ -578,17 +582,18 @@ class RedisStore:
         self._client.hset(self._chunks(transcription_id), str(index), payload)
 
     def load_chunks(self, transcription_id: str) -> dict[int, str]:
-        raw: dict[str, str] = self._client.hgetall(self._chunks(transcription_id))
+        raw = cast(dict[str, str], self._client.hgetall(self._chunks(transcription_id)))
         return {int(k): v for k, v in raw.items()}
 
     # --- API keys --------------------------------------------------------------------
     def add_api_key(self, key_hash: str, *, name: str, tenant: str) -> None:
-        fields = {"name": name, "tenant": tenant, "created_at": _num(self._clock())}
-        self._client.hset(f"{self._ns}:key:{key_hash}", mapping=fields)
+        key = f"{self._ns}:key:{key_hash}"
+        self._client.hset(
+            key, mapping={"name": name, "tenant": tenant, "created_at": self._clock()}
+        )
 
     def tenant_for_key(self, key_hash: str) -> str | None:
-        tenant: str | None = self._client.hget(f"{self._ns}:key:{key_hash}", "tenant")
-        return tenant
+        return cast(str | None, self._client.hget(f"{self._ns}:key:{key_hash}", "tenant"))
 
     # --- listing helpers -------------------------------------------------------------
     def _page(self, index: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
@@ -607,14 +612,15 @@ class RedisStore:
             lo, hi = 0, int(self._client.zcount(index, top, top))
             while lo < hi:
                 mid = (lo + hi) // 2
-                at: list[str] = self._client.zrevrangebyscore(index, top, top, start=mid, num=1)
+                at = cast(list[str], self._client.zrevrangebyscore(index, top, top, mid, 1))
                 if not at or at[0] < cursor_id:
                     hi = mid
                 else:
                     lo = mid + 1
             skip = lo
-        rows: list[tuple[str, float]] = self._client.zrevrangebyscore(
-            index, top, "-inf", start=skip, num=limit + 1, withscores=True
+        rows = cast(
+            list[tuple[str, float]],
+            self._client.zrevrangebyscore(index, top, "-inf", skip, limit + 1, withscores=True),
         )
         nxt = None
         if len(rows) > limit:
