@@ -138,12 +138,13 @@ def whisper_server(
     _logging(settings.log_level)
     engine = wiring.build_local_engine(settings)
     uvicorn.run(
-        create_whisper_app(engine, model_name=settings.whisper_model,
-                           max_upload_bytes=settings.max_upload_bytes),
+        create_whisper_app(
+            engine, model_name=settings.whisper_model, max_upload_bytes=settings.max_upload_bytes
+        ),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-    )  # fmt: skip
+    )
 
 
 @keys.command("create")

@@ -182,8 +182,13 @@ def _clamp(segment: Segment, lo: float, hi: float) -> Segment:
         Word(start=c(w.start), end=c(w.end), text=w.text, probability=w.probability)
         for w in segment.words
     )
-    return Segment(start=c(segment.start), end=c(segment.end), text=segment.text, words=words,
-                   speaker=segment.speaker)  # fmt: skip
+    return Segment(
+        start=c(segment.start),
+        end=c(segment.end),
+        text=segment.text,
+        words=words,
+        speaker=segment.speaker,
+    )
 
 
 def _segment_dict(s: Segment) -> dict[str, Any]:

@@ -24,9 +24,7 @@ def build_store(settings: Settings) -> Store:
         from postcall.store.redis import RedisStore
 
         return RedisStore.from_url(url)
-    raise ValueError(
-        f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://"
-    )
+    raise ValueError(f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://")
 
 
 def build_blobs(settings: Settings) -> BlobStore:

@@ -89,9 +89,7 @@ def completions(logs: list[str]) -> Counter[str]:
     return Counter(m.group(1) for log in logs for m in re.finditer(r"job (tr_\w+) completed", log))
 
 
-def test_random_sigkills_lose_nothing(
-    store: Store, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_random_sigkills_lose_nothing(store: Store, env: dict[str, str], tmp_path: Path) -> None:
     ids = queue_jobs(store, env, tmp_path, 100)
     env = {**env, "POSTCALL_MAX_ATTEMPTS": "10"}
     workers = [WorkerProcess(env, tmp_path / f"w{i}.log") for i in range(3)]
@@ -127,8 +125,11 @@ def test_a_frozen_worker_is_taken_over_and_its_late_result_refused(
     [job] = queue_jobs(store, env, tmp_path, 1)
     env = {**env, "POSTCALL_TEST_ENGINE_SECONDS": "4", "POSTCALL_LEASE_S": "1"}
     frozen = WorkerProcess(env, tmp_path / "frozen.log")
-    wait_for(lambda: store.get_transcription("t", job).status is TranscriptionStatus.PROCESSING,
-             timeout=30, what="the first worker to claim the job")  # fmt: skip
+    wait_for(
+        lambda: store.get_transcription("t", job).status is TranscriptionStatus.PROCESSING,
+        timeout=30,
+        what="the first worker to claim the job",
+    )
     frozen.signal(signal.SIGSTOP)
     rescuer = WorkerProcess(env, tmp_path / "rescuer.log")
     try:
@@ -138,8 +139,11 @@ def test_a_frozen_worker_is_taken_over_and_its_late_result_refused(
             what="the second worker to take over and complete the job",
         )
         frozen.signal(signal.SIGCONT)
-        wait_for(lambda: "lease lost" in frozen.log(), timeout=30,
-                 what="the frozen worker to find its lease lost")  # fmt: skip
+        wait_for(
+            lambda: "lease lost" in frozen.log(),
+            timeout=30,
+            what="the frozen worker to find its lease lost",
+        )
     finally:
         frozen.signal(signal.SIGCONT)
         frozen.kill()
@@ -154,8 +158,12 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(
 ) -> None:
     good = queue_jobs(store, env, tmp_path, 5, seconds=1.2)
     [poison] = queue_jobs(store, env, tmp_path, 1, seconds=2.5)
-    env = {**env, "POSTCALL_TEST_POISON_SECONDS": "2.5", "POSTCALL_LEASE_S": "1",
-           "POSTCALL_MAX_ATTEMPTS": "3"}  # fmt: skip
+    env = {
+        **env,
+        "POSTCALL_TEST_POISON_SECONDS": "2.5",
+        "POSTCALL_LEASE_S": "1",
+        "POSTCALL_MAX_ATTEMPTS": "3",
+    }
     workers = [WorkerProcess(env, tmp_path / f"w{i}.log") for i in range(2)]
     tick = threading.Event()
     try:
@@ -165,9 +173,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_worker_lost(
                 if not w.alive():
                     w.start()
             tick.wait(0.1)
-            return all(
-                store.get_transcription("t", i).status.terminal for i in [*good, poison]
-            )
+            return all(store.get_transcription("t", i).status.terminal for i in [*good, poison])
 
         wait_for(settled, timeout=120, what="every job to end")
     finally:
@@ -186,8 +192,11 @@ def test_sigterm_mid_job_releases_it_and_another_worker_resumes(
     [job] = queue_jobs(store, env, tmp_path, 1, seconds=140)  # five chunks
     env = {**env, "POSTCALL_TEST_ENGINE_SECONDS": "1.5"}
     first = WorkerProcess(env, tmp_path / "first.log")
-    wait_for(lambda: store.get_transcription("t", job).progress > 0, timeout=60,
-             what="the first chunk to finish")  # fmt: skip
+    wait_for(
+        lambda: store.get_transcription("t", job).progress > 0,
+        timeout=60,
+        what="the first chunk to finish",
+    )
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0
     released = store.get_transcription("t", job)

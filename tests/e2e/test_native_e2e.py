@@ -137,8 +137,11 @@ def test_other_formats_and_a_named_participant(client: httpx.Client, testdata: P
     assert doc["language"] == "en"
     words = [w for s in doc["segments"] for w in s["words"]]
     assert words and all(0 <= w["probability"] <= 1 for w in words)
-    assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] + 0.01
-               for s in doc["segments"] for w in s["words"])  # fmt: skip
+    assert all(
+        s["start"] <= w["start"] <= w["end"] <= s["end"] + 0.01
+        for s in doc["segments"]
+        for w in s["words"]
+    )
     ref = next(m for m in manifest() if m["audio"] == "librispeech/1221-135766-0001.wav")
     assert wer(ref["text"], " ".join(w["text"] for w in words)) <= 0.15
 
@@ -153,8 +156,10 @@ def test_requests_without_a_key_are_refused(server: Server) -> None:
     r = httpx.get(f"{server.url}/v1/recordings")
     assert r.status_code == 401
     for header in (f"Token {KEY}", KEY):
-        assert httpx.get(f"{server.url}/v1/recordings",
-                         headers={"Authorization": header}).status_code == 200  # fmt: skip
+        assert (
+            httpx.get(f"{server.url}/v1/recordings", headers={"Authorization": header}).status_code
+            == 200
+        )
 
 
 NODE_CLIENT = Path(__file__).with_name("native_client.mjs")
@@ -170,8 +175,11 @@ def test_the_contracts_own_javascript_client(
     script = NODE_CLIENT
     out = subprocess.run(
         [node, str(script), rec["id"], server.url, KEY],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["status"] == "completed"

@@ -62,7 +62,7 @@ def spoken(result: dict[str, object]) -> str:
 
 
 def transcribe_all(client: httpx.Client, testdata: Path) -> None:
-    jobs = {name: transcribe(client, upload(client, testdata / name).json()["id"]) for name in CLIPS}
+    jobs = {n: transcribe(client, upload(client, testdata / n).json()["id"]) for n in CLIPS}
     refs, hyps = [], []
     for name, tr_id in jobs.items():
         result = poll(client, tr_id)

@@ -19,8 +19,10 @@ def test_merge_streams_interleaves_by_time() -> None:
         {"alice": [seg((0, 1, "hi")), seg((5, 6, "bye"))], "bob": [seg((2, 3, "hello"))]}
     )
     assert [(s.speaker, s.text) for s in merged] == [
-        ("alice", "hi"), ("bob", "hello"), ("alice", "bye"),
-    ]  # fmt: skip
+        ("alice", "hi"),
+        ("bob", "hello"),
+        ("alice", "bye"),
+    ]
 
 
 def test_words_follow_the_overlapping_turn_and_segments_split() -> None:
@@ -64,9 +66,7 @@ def test_names_and_anonymous_speakers_in_order_of_appearance() -> None:
 
 @given(
     st.lists(st.tuples(st.floats(0, 100), st.floats(0.05, 2)), min_size=1, max_size=30),
-    st.lists(
-        st.tuples(st.floats(0, 100), st.floats(0.1, 10), st.sampled_from("abc")), max_size=10
-    ),  # fmt: skip
+    st.lists(st.tuples(st.floats(0, 100), st.floats(0.1, 10), st.sampled_from("abc")), max_size=10),
 )
 def test_attribution_keeps_every_word_once_in_order(
     words: list[tuple[float, float]], turns: list[tuple[float, float, str]]

@@ -45,25 +45,48 @@ OPENAI_BODY: dict[str, Any] = {
     "duration": 4.0,
     "text": "Ask not what your country can do. Ask what you can do.",
     "segments": [
-        {"id": 0, "seek": 0, "start": 0.0, "end": 2.0, "text": " Ask not what your country can do.",
-         "tokens": [1, 2], "temperature": 0.0, "avg_logprob": -0.2,
-         "compression_ratio": 1.1, "no_speech_prob": 0.01},
-        {"id": 1, "seek": 200, "start": 2.4, "end": 4.0, "text": " Ask what you can do.",
-         "tokens": [3], "temperature": 0.0, "avg_logprob": -0.2,
-         "compression_ratio": 1.1, "no_speech_prob": 0.01},
+        {
+            "id": 0,
+            "seek": 0,
+            "start": 0.0,
+            "end": 2.0,
+            "text": " Ask not what your country can do.",
+            "tokens": [1, 2],
+            "temperature": 0.0,
+            "avg_logprob": -0.2,
+            "compression_ratio": 1.1,
+            "no_speech_prob": 0.01,
+        },
+        {
+            "id": 1,
+            "seek": 200,
+            "start": 2.4,
+            "end": 4.0,
+            "text": " Ask what you can do.",
+            "tokens": [3],
+            "temperature": 0.0,
+            "avg_logprob": -0.2,
+            "compression_ratio": 1.1,
+            "no_speech_prob": 0.01,
+        },
     ],
     # OpenAI: words at the top level, no probability.
     "words": [
-        {"word": "Ask", "start": 0.0, "end": 0.3}, {"word": "not", "start": 0.3, "end": 0.5},
-        {"word": "what", "start": 0.5, "end": 0.7}, {"word": "your", "start": 0.7, "end": 0.9},
-        {"word": "country", "start": 0.9, "end": 1.4}, {"word": "can", "start": 1.4, "end": 1.6},
+        {"word": "Ask", "start": 0.0, "end": 0.3},
+        {"word": "not", "start": 0.3, "end": 0.5},
+        {"word": "what", "start": 0.5, "end": 0.7},
+        {"word": "your", "start": 0.7, "end": 0.9},
+        {"word": "country", "start": 0.9, "end": 1.4},
+        {"word": "can", "start": 1.4, "end": 1.6},
         # ends a little after its segment (2.0): it still belongs to the first one
         {"word": "do", "start": 1.7, "end": 2.1, "probability": 0.5},
-        {"word": "Ask", "start": 2.4, "end": 2.7}, {"word": "what", "start": 2.7, "end": 2.9},
-        {"word": "you", "start": 2.9, "end": 3.1}, {"word": "can", "start": 3.1, "end": 3.4},
+        {"word": "Ask", "start": 2.4, "end": 2.7},
+        {"word": "what", "start": 2.7, "end": 2.9},
+        {"word": "you", "start": 2.9, "end": 3.1},
+        {"word": "can", "start": 3.1, "end": 3.4},
         {"word": "do", "start": 3.4, "end": 3.9},
     ],
-}  # fmt: skip
+}
 
 # The shape of whisper.cpp's server answer (examples/server/server.cpp, verbose_json):
 # the language as a name, segment "tokens" as ids, "words" that are really BPE tokens
@@ -74,28 +97,43 @@ WHISPERCPP_BODY: dict[str, Any] = {
     "duration": 4.0,
     "text": " And so my fellow Americans, ask not.\n [BLANK_AUDIO]\n",
     "segments": [
-        {"id": 0, "text": " And so my fellow Americans, ask not.", "start": 0.0, "end": 3.0,
-         "tokens": [400, 370, 452, 7177, 6280, 11, 1029, 406, 13],
-         "words": [
-             {"word": " And", "start": 0.0, "end": 0.32, "t_dtw": -1, "probability": 0.9},
-             {"word": " so", "start": 0.32, "end": 0.6, "t_dtw": -1, "probability": 0.95},
-             {"word": " my", "start": 0.6, "end": 0.9, "t_dtw": -1, "probability": 0.97},
-             {"word": " fellow", "start": 0.9, "end": 1.3, "t_dtw": -1, "probability": 0.99},
-             {"word": " Americ", "start": 1.3, "end": 1.8, "t_dtw": -1, "probability": 0.6},
-             {"word": "ans", "start": 1.8, "end": 2.1, "t_dtw": -1, "probability": 0.8},
-             {"word": ",", "start": 2.1, "end": 2.1, "t_dtw": -1, "probability": 0.7},
-             {"word": " ask", "start": 2.2, "end": 2.5, "t_dtw": -1, "probability": 0.9},
-             {"word": " not", "start": 2.5, "end": 2.9, "t_dtw": -1, "probability": 0.9},
-             {"word": ".", "start": 2.9, "end": 3.0, "t_dtw": -1, "probability": 0.9},
-         ],
-         "temperature": 0.0, "avg_logprob": -0.1, "no_speech_prob": 0.02},
-        {"id": 1, "text": " [BLANK_AUDIO]", "start": 3.0, "end": 4.0, "tokens": [],
-         "temperature": 0.0, "avg_logprob": 0.0, "no_speech_prob": 0.9},
+        {
+            "id": 0,
+            "text": " And so my fellow Americans, ask not.",
+            "start": 0.0,
+            "end": 3.0,
+            "tokens": [400, 370, 452, 7177, 6280, 11, 1029, 406, 13],
+            "words": [
+                {"word": " And", "start": 0.0, "end": 0.32, "t_dtw": -1, "probability": 0.9},
+                {"word": " so", "start": 0.32, "end": 0.6, "t_dtw": -1, "probability": 0.95},
+                {"word": " my", "start": 0.6, "end": 0.9, "t_dtw": -1, "probability": 0.97},
+                {"word": " fellow", "start": 0.9, "end": 1.3, "t_dtw": -1, "probability": 0.99},
+                {"word": " Americ", "start": 1.3, "end": 1.8, "t_dtw": -1, "probability": 0.6},
+                {"word": "ans", "start": 1.8, "end": 2.1, "t_dtw": -1, "probability": 0.8},
+                {"word": ",", "start": 2.1, "end": 2.1, "t_dtw": -1, "probability": 0.7},
+                {"word": " ask", "start": 2.2, "end": 2.5, "t_dtw": -1, "probability": 0.9},
+                {"word": " not", "start": 2.5, "end": 2.9, "t_dtw": -1, "probability": 0.9},
+                {"word": ".", "start": 2.9, "end": 3.0, "t_dtw": -1, "probability": 0.9},
+            ],
+            "temperature": 0.0,
+            "avg_logprob": -0.1,
+            "no_speech_prob": 0.02,
+        },
+        {
+            "id": 1,
+            "text": " [BLANK_AUDIO]",
+            "start": 3.0,
+            "end": 4.0,
+            "tokens": [],
+            "temperature": 0.0,
+            "avg_logprob": 0.0,
+            "no_speech_prob": 0.9,
+        },
     ],
     "detected_language": "english",
     "detected_language_probability": 0.97,
     "language_probabilities": {"en": 0.97},
-}  # fmt: skip
+}
 
 
 # --- the misbehaving service ------------------------------------------------------------
@@ -173,9 +211,13 @@ class ThreadedServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
             timeout_graceful_shutdown=2,
-        )  # fmt: skip
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -448,18 +490,25 @@ def test_whispercpp_full_json_tokens_with_offsets() -> None:
     body = {
         "result": {"language": "en"},
         "transcription": [
-            {"offsets": {"from": 0, "to": 1500}, "text": " Hello there.",
-             "tokens": [
-                 {"text": "[_BEG_]", "offsets": {"from": 0, "to": 0}, "id": 50364, "p": 0.9},
-                 {"text": " Hel", "offsets": {"from": 0, "to": 400}, "id": 1, "p": 0.8},
-                 {"text": "lo", "offsets": {"from": 400, "to": 700}, "id": 2, "p": 0.6},
-                 {"text": " there", "offsets": {"from": 800, "to": 1300}, "id": 3, "p": 0.9},
-                 {"text": ".", "offsets": {"from": 1300, "to": 1400}, "id": 4, "p": 0.9},
-                 {"text": "[_TT_75]", "offsets": {"from": 1500, "to": 1500}, "id": 50439,
-                  "p": 0.5},
-             ]},
+            {
+                "offsets": {"from": 0, "to": 1500},
+                "text": " Hello there.",
+                "tokens": [
+                    {"text": "[_BEG_]", "offsets": {"from": 0, "to": 0}, "id": 50364, "p": 0.9},
+                    {"text": " Hel", "offsets": {"from": 0, "to": 400}, "id": 1, "p": 0.8},
+                    {"text": "lo", "offsets": {"from": 400, "to": 700}, "id": 2, "p": 0.6},
+                    {"text": " there", "offsets": {"from": 800, "to": 1300}, "id": 3, "p": 0.9},
+                    {"text": ".", "offsets": {"from": 1300, "to": 1400}, "id": 4, "p": 0.9},
+                    {
+                        "text": "[_TT_75]",
+                        "offsets": {"from": 1500, "to": 1500},
+                        "id": 50439,
+                        "p": 0.5,
+                    },
+                ],
+            },
         ],
-    }  # fmt: skip
+    }
     result = parse_response(body, fallback_language="en", join_tokens=True)
     assert result.language == "en"
     (segment,) = result.segments
@@ -474,10 +523,14 @@ def test_parse_tolerates_missing_word_times_and_plain_json() -> None:
     body = {
         "language": "German",
         "segments": [
-            {"start": 1.0, "end": 2.0, "text": " Guten Tag",
-             "words": [{"word": " Guten", "start": -1, "end": -1}, {"word": " Tag"}]},
+            {
+                "start": 1.0,
+                "end": 2.0,
+                "text": " Guten Tag",
+                "words": [{"word": " Guten", "start": -1, "end": -1}, {"word": " Tag"}],
+            },
         ],
-    }  # fmt: skip
+    }
     result = parse_response(body, join_tokens=True)
     assert result.language == "de"
     words = result.segments[0].words
@@ -527,8 +580,13 @@ def test_app_formats(wav_bytes: bytes) -> None:
             "tiny.en",
             "whisper-1",
         ]
-        r = post(client, wav_bytes, model="whisper-1", response_format="verbose_json",
-                 **{"timestamp_granularities[]": ["word", "segment"]})  # fmt: skip
+        r = post(
+            client,
+            wav_bytes,
+            model="whisper-1",
+            response_format="verbose_json",
+            **{"timestamp_granularities[]": ["word", "segment"]},
+        )
         assert r.status_code == 200, r.text
         assert r.headers["x-model"] == "whisper-1"
         body = r.json()
@@ -580,11 +638,14 @@ class BrokenModel:
 def test_app_model_unavailable_is_503(wav_bytes: bytes) -> None:
     with whisper_client(BrokenModel()) as client:
         health = wait_for(
-            lambda: client.get("/health") if client.get("/health").json()["status"] != "loading"
-            else None,
+            lambda: (
+                client.get("/health")
+                if client.get("/health").json()["status"] != "loading"
+                else None
+            ),
             timeout=5,
             interval=0.02,
-        )  # fmt: skip
+        )
         assert health.status_code == 503 and health.json()["status"] == "error"
         r = post(client, wav_bytes)
         assert r.status_code == 503

@@ -58,8 +58,9 @@ def test_a_failed_job_resumes_from_its_last_chunk(parts, tmp_path: Path) -> None
 
     # Run the same job again (as after a crash): only the missing chunks are transcribed.
     with store._tx() as db:  # put it back in the queue as a reclaim would
-        db.execute("UPDATE transcriptions SET status='queued', error_code=NULL WHERE id=?",
-                   (tr_id,))  # fmt: skip
+        db.execute(
+            "UPDATE transcriptions SET status='queued', error_code=NULL WHERE id=?", (tr_id,)
+        )
     fresh = ScriptedEngine()
     Worker(store, blobs, fresh, config).run(burst=True)
     done = store.get_transcription("t", tr_id)
@@ -139,7 +140,8 @@ def test_refused_upload_keeps_nothing(parts, tmp_path: Path) -> None:  # type: i
 
     store, _, service = parts
     with pytest.raises(MediaError):
-        service.create_recording("t", io.BytesIO(b"hello " * 100), filename="x.txt",
-                                 content_type="text/plain")  # fmt: skip
+        service.create_recording(
+            "t", io.BytesIO(b"hello " * 100), filename="x.txt", content_type="text/plain"
+        )
     assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
     assert store.list_recordings("t", limit=5, cursor=None).items == []

@@ -241,8 +241,11 @@ def create_whisper_app(engine: Engine, *, model_name: str, max_upload_bytes: int
         duration = samples.size / audio.SAMPLE_RATE
         log.info(
             "transcribed %.1f s of audio in %.1f s (language %s, %d segments)",
-            duration, time.monotonic() - started, result.language, len(result.segments),
-        )  # fmt: skip
+            duration,
+            time.monotonic() - started,
+            result.language,
+            len(result.segments),
+        )
         response = _render(result, duration, params)
         echoed = params.model if params.model and _HEADER_SAFE.fullmatch(params.model) else None
         response.headers["x-model"] = echoed or served

@@ -22,10 +22,25 @@ from postcall.errors import EngineError, ModelUnavailable
 log = logging.getLogger(__name__)
 
 SIZE_NAMES = (
-    "tiny", "tiny.en", "base", "base.en", "small", "small.en", "distil-small.en",
-    "medium", "medium.en", "distil-medium.en", "large-v1", "large-v2", "large-v3",
-    "large", "distil-large-v2", "distil-large-v3", "large-v3-turbo", "turbo",
-)  # fmt: skip
+    "tiny",
+    "tiny.en",
+    "base",
+    "base.en",
+    "small",
+    "small.en",
+    "distil-small.en",
+    "medium",
+    "medium.en",
+    "distil-medium.en",
+    "large-v1",
+    "large-v2",
+    "large-v3",
+    "large",
+    "distil-large-v2",
+    "distil-large-v3",
+    "large-v3-turbo",
+    "turbo",
+)
 
 
 def resolve_device(device: str) -> str:
@@ -94,8 +109,11 @@ class FasterWhisperEngine:
             compute_type = resolve_compute_type(self._compute_type, device)
             log.info(
                 "loading Whisper model %s on %s (%s, %d threads)",
-                name, device, compute_type, self._cpu_threads,
-            )  # fmt: skip
+                name,
+                device,
+                compute_type,
+                self._cpu_threads,
+            )
             return WhisperModel(
                 name,
                 device=device,
@@ -131,9 +149,14 @@ class FasterWhisperEngine:
 
 def _segment(raw: Any) -> Segment:
     words = tuple(
-        Word(start=float(w.start), end=float(w.end), text=str(w.word).strip(),
-             probability=float(w.probability))
+        Word(
+            start=float(w.start),
+            end=float(w.end),
+            text=str(w.word).strip(),
+            probability=float(w.probability),
+        )
         for w in (raw.words or ())
-    )  # fmt: skip
-    return Segment(start=float(raw.start), end=float(raw.end), text=str(raw.text).strip(),
-                   words=words)  # fmt: skip
+    )
+    return Segment(
+        start=float(raw.start), end=float(raw.end), text=str(raw.text).strip(), words=words
+    )
