@@ -206,7 +206,6 @@ class Service:
             lang = normalize_language(language, self.default_language)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="language") from None
-        self.store.get_recording(tenant, recording_id)
         now = utcnow()
         transcription = Transcription(
             id=new_id("tr"),

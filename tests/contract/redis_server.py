@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,16 +87,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server run for this session (stopped at its end)."""
+class RedisMissing(RuntimeError):
+    pass
+
+
+@contextmanager
+def running_redis_server(directory: Path) -> Iterator[RedisServer]:
+    """Start a throwaway redis-server on a free port; stop it afterwards."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail(
+        raise RedisMissing(
             "redis-server is not installed; `make test` installs it "
             "(its system-deps step runs apt-get install redis-server)"
         )
-    directory = tmp_path_factory.mktemp("redis")
     for _ in range(3):  # another process may take the free port before the server binds it
         port = _free_port()
         log = directory / f"redis-{port}.log"
@@ -124,11 +128,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         _stop(proc)
     else:
         log_text = log.read_text(errors="replace") if log.exists() else ""
-        pytest.fail(f"redis-server exited at start three times; last log:\n{log_text}")
+        raise RuntimeError(f"redis-server exited at start three times; last log:\n{log_text}")
     try:
         yield RedisServer(url=f"redis://127.0.0.1:{port}", pid=proc.pid)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server run for this session (stopped at its end)."""
+    try:
+        with running_redis_server(tmp_path_factory.mktemp("redis")) as server:
+            yield server
+    except RedisMissing as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

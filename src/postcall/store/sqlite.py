@@ -69,6 +69,7 @@ CREATE INDEX IF NOT EXISTS transcriptions_by_recording
     ON transcriptions (tenant, recording_id, created_at);
 CREATE INDEX IF NOT EXISTS transcriptions_by_time ON transcriptions (tenant, created_at, id);
 CREATE INDEX IF NOT EXISTS transcriptions_queue ON transcriptions (status, seq);
+CREATE INDEX IF NOT EXISTS transcriptions_seq ON transcriptions (seq);
 CREATE TABLE IF NOT EXISTS chunks (
     transcription_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
