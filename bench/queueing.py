@@ -31,15 +31,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests import media  # noqa: E402
+from tests.contract.redis_server import running_redis_server  # noqa: E402
+from tests.e2e.server import Server  # noqa: E402
+from tests.e2e.workers import WorkerProcess  # noqa: E402
+
 from postcall.blobs.local import LocalBlobStore  # noqa: E402
 from postcall.domain import TranscriptionStatus  # noqa: E402
 from postcall.service import Service  # noqa: E402
 from postcall.settings import Settings  # noqa: E402
 from postcall.wiring import build_store  # noqa: E402
-from tests import media  # noqa: E402
-from tests.contract.redis_server import running_redis_server  # noqa: E402
-from tests.e2e.server import Server  # noqa: E402
-from tests.e2e.workers import WorkerProcess  # noqa: E402
 
 KEY = "bench-key"
 
@@ -107,9 +108,9 @@ def bench_creation(name: str, store_url: str, workdir: Path, total: int, concurr
     server = Server(env, workdir / f"api-{name}.log", "--no-worker")
     try:
         wav = tone_wav(workdir / "tone.wav")
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}) as c:
-            with wav.open("rb") as fh:
-                rec = c.post("/v1/recordings", files={"file": ("t.wav", fh)}).json()
+        auth = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=server.url, headers=auth) as c, wav.open("rb") as fh:
+            rec = c.post("/v1/recordings", files={"file": ("t.wav", fh)}).json()
         asyncio.run(hammer(server.url, rec["id"], 100, concurrency))  # warm up
         started = time.perf_counter()
         latencies = asyncio.run(hammer(server.url, rec["id"], total, concurrency))
@@ -199,16 +200,18 @@ def main() -> None:
             for name, url in urls.items():
                 r = bench_creation(name, url, workdir, args.requests, args.concurrency)
                 results["creation"].append(r)
-                print(f"{name:8} {r['requests']:6d} {r['concurrency']:5d} {r['per_s']:8.0f} "
-                      f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f}", flush=True)  # fmt: skip
+                row = f"{name:8} {r['requests']:6d} {r['concurrency']:5d} {r['per_s']:8.0f} "
+                print(row + f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f}", flush=True)
             print(f"\nqueue throughput: fixed-duration engine, {args.job_s} s per job", flush=True)
             print(f"{'store':8} {'workers':>7} {'jobs':>5} {'jobs/s':>8} {'ideal':>7} {'eff':>6}")
             for name, url in urls.items():
                 for w in (int(x) for x in args.workers.split(",")):
                     r = bench_workers(name, url, workdir, w, args.jobs_per_worker, args.job_s)
                     results["throughput"].append(r)
-                    print(f"{name:8} {w:7d} {r['jobs']:5d} {r['jobs_per_s']:8.2f} "
-                          f"{r['ideal_per_s']:7.2f} {100 * r['efficiency']:5.1f}%", flush=True)  # fmt: skip
+                    row = f"{name:8} {w:7d} {r['jobs']:5d} {r['jobs_per_s']:8.2f} "
+                    print(
+                        row + f"{r['ideal_per_s']:7.2f} {100 * r['efficiency']:5.1f}%", flush=True
+                    )
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue.json").write_text(json.dumps(results, indent=2))
