@@ -209,9 +209,8 @@ def main() -> None:
                     r = bench_workers(name, url, workdir, w, args.jobs_per_worker, args.job_s)
                     results["throughput"].append(r)
                     row = f"{name:8} {w:7d} {r['jobs']:5d} {r['jobs_per_s']:8.2f} "
-                    print(
-                        row + f"{r['ideal_per_s']:7.2f} {100 * r['efficiency']:5.1f}%", flush=True
-                    )
+                    eff = 100 * r["efficiency"]
+                    print(row + f"{r['ideal_per_s']:7.2f} {eff:5.1f}%", flush=True)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue.json").write_text(json.dumps(results, indent=2))
