@@ -80,12 +80,17 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 
 
 def decode(
-    path: str | os.PathLike[str], *, stream_index: int | None = None, block_s: float = 10.0
+    path: str | os.PathLike[str],
+    *,
+    stream_index: int | None = None,
+    channel: int | None = None,
+    block_s: float = 10.0,
 ) -> Iterator[Audio]:
     """Lazily yield the audio as float32 mono 16 kHz blocks of ``block_s`` seconds.
 
     ``stream_index`` is the container's index of an audio stream (``AudioStreamInfo.index``);
-    by default the first audio stream. Channels are mixed down to mono. Every block
+    by default the first audio stream. Channels are mixed down to mono, unless
+    ``channel`` picks one (0-based; a participant's own channel). Every block
     has exactly ``block_s`` seconds of samples except the last, which may be shorter.
     Damage in the middle of the file (truncated data) ends the audio after what was
     decoded, with a warning; ``EmptyAudio`` is raised when nothing decodes at all.
@@ -99,7 +104,13 @@ def decode(
         pending: list[Audio] = []
         pending_n = 0
         total = 0
-        for piece in _decoded_pieces(container, stream):
+        if channel is not None and not 0 <= channel < (stream.codec_context.channels or 1):
+            raise errors.InvalidInput(
+                f"channel {channel} does not exist: the stream has "
+                f"{stream.codec_context.channels} channels",
+                field="channels",
+            )
+        for piece in _decoded_pieces(container, stream, channel):
             pending.append(piece)
             pending_n += piece.size
             if pending_n < block_n:
@@ -307,8 +318,13 @@ def _seconds(ticks: int | None, unit: Fraction | float | None) -> float | None:
     return float(ticks * unit)
 
 
-def _decoded_pieces(container: InputContainer, stream: AudioStream) -> Iterator[Audio]:
-    """Decode ``stream`` to float32 mono 16 kHz arrays of whatever size frames give."""
+def _decoded_pieces(
+    container: InputContainer, stream: AudioStream, channel: int | None = None
+) -> Iterator[Audio]:
+    """Decode ``stream`` to float32 mono 16 kHz arrays of whatever size frames give.
+
+    With ``channel``, that channel alone instead of the mix of all.
+    """
     resampler: av.AudioResampler | None = None
     shape: tuple[str, str, int] | None = None
     try:
@@ -319,19 +335,28 @@ def _decoded_pieces(container: InputContainer, stream: AudioStream) -> Iterator[
                 frame_shape = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if resampler is None or frame_shape != shape:
                     if resampler is not None:
-                        yield from _resampled(resampler, None)
+                        yield from _resampled(resampler, None, channel)
                     # s16 as faster-whisper's own decode_audio does: FFmpeg then mixes
                     # channels with normalised weights ((L + R) / 2), no level boost.
-                    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+                    # One channel: keep the layout, planar, and take that plane.
+                    resampler = av.AudioResampler(
+                        format="s16" if channel is None else "s16p",
+                        layout="mono" if channel is None else frame.layout.name,
+                        rate=SAMPLE_RATE,
+                    )
                     shape = frame_shape
-                yield from _resampled(resampler, frame)
+                yield from _resampled(resampler, frame, channel)
     except av.error.FFmpegError as exc:
         log.warning("audio decoding stopped early, keeping what was decoded: %s", exc)
     if resampler is not None:
-        yield from _resampled(resampler, None)
+        yield from _resampled(resampler, None, channel)
 
 
-def _resampled(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> Iterator[Audio]:
+def _resampled(
+    resampler: av.AudioResampler, frame: av.AudioFrame | None, channel: int | None
+) -> Iterator[Audio]:
     for out in resampler.resample(frame):
+        samples = out.to_ndarray()
+        samples = samples.reshape(-1) if channel is None else samples[channel]
         # Same scaling as faster_whisper.audio.decode_audio.
-        yield out.to_ndarray().reshape(-1).astype(np.float32) / np.float32(32768.0)
+        yield samples.astype(np.float32) / np.float32(32768.0)

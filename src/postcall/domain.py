@@ -93,6 +93,62 @@ def participants_from_metadata(metadata: Mapping[str, Any]) -> tuple[Participant
     return tuple(found)
 
 
+@dataclass(frozen=True)
+class TimelineEvent:
+    """The platform said ``participant_id`` was the active speaker from start to end."""
+
+    participant_id: str
+    start: float
+    end: float
+
+
+def timeline_from_metadata(metadata: Mapping[str, Any]) -> tuple[TimelineEvent, ...]:
+    """Active-speaker events under ``metadata["speaker_timeline"]`` (validated on upload)."""
+    raw = metadata.get("speaker_timeline")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        TimelineEvent(str(e["participant_id"]), float(e["start"]), float(e["end"]))
+        for e in raw
+        if isinstance(e, Mapping)
+    )
+
+
+def recording_tracks(recording: Recording) -> tuple[Track, ...]:
+    """Each participant's own audio in a recording, if it has any.
+
+    Separately uploaded files; else a ``channels`` map in the metadata
+    (``{"0": participant_id, …}``: channel → participant of a multichannel file); else a
+    ``streams`` map (audio stream number → participant); else, for a container with
+    several audio streams, one track per stream (speakers unnamed).
+    """
+    if recording.tracks:
+        return recording.tracks
+    media = recording.media
+    for key in ("channels", "streams"):
+        mapping = recording.metadata.get(key)
+        if isinstance(mapping, Mapping) and mapping:
+            tracks = []
+            for number, participant in sorted(mapping.items(), key=lambda kv: int(kv[0])):
+                n = int(number)
+                tracks.append(
+                    Track(
+                        participant_id=str(participant),
+                        media_key=recording.media_key,
+                        stream_index=media.streams[n].index if key == "streams" else None,
+                        channel=n if key == "channels" else None,
+                        duration=media.duration,
+                    )
+                )
+            return tuple(tracks)
+    if len(media.streams) > 1:
+        return tuple(
+            Track(f"stream-{i}", recording.media_key, stream_index=s.index, duration=media.duration)
+            for i, s in enumerate(media.streams)
+        )
+    return ()
+
+
 def default_speaker(metadata: Mapping[str, Any]) -> str:
     """The label for speech with no speaker information.
 
@@ -101,6 +157,21 @@ def default_speaker(metadata: Mapping[str, Any]) -> str:
     """
     participants = participants_from_metadata(metadata)
     return participants[0].name if len(participants) == 1 else "Speaker 1"
+
+
+@dataclass(frozen=True)
+class Track:
+    """One participant's own audio: a separate file, a stream of the file, or a channel.
+
+    ``offset`` is where the track starts on the recording's timeline (seconds).
+    """
+
+    participant_id: str
+    media_key: str
+    offset: float = 0.0
+    stream_index: int | None = None
+    channel: int | None = None
+    duration: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,13 +185,32 @@ class Recording:
     size: int
     media: MediaInfo
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    tracks: tuple[Track, ...] = ()
+    """Separately uploaded per-participant files (empty for a single upload)."""
+
+
+class SpeakerMode(StrEnum):
+    """Where speaker attribution comes from (see ``postcall.speakers``)."""
+
+    AUTO = "auto"
+    SEPARATE_STREAMS = "separate_streams"
+    TIMELINE = "timeline"
+    DIARIZE = "diarize"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
 class TranscriptionOptions:
-    """What the client asked for. ``language`` None means detect it."""
+    """What the client asked for. ``language`` None means detect it.
+
+    ``speakers`` picks the attribution mode; the speaker counts bound diarization.
+    """
 
     language: str | None = "en"
+    speakers: SpeakerMode = SpeakerMode.AUTO
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from postcall import audio
 from postcall.domain import Participant, Segment, TranscriptDocument, Word, label_segments
@@ -73,6 +76,8 @@ def transcribe_media(
     duration: float,
     chunk_max_s: float = 30.0,
     concurrency: int = 1,
+    stream_index: int | None = None,
+    channel: int | None = None,
     done: Mapping[int, ChunkResult] | None = None,
     on_chunk: Callable[[ChunkResult, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -89,7 +94,9 @@ def transcribe_media(
     done = done or {}
     results: list[ChunkResult] = []
     chunks = audio.split_at_silences(
-        audio.decode(path), max_chunk_s=chunk_max_s, min_chunk_s=chunk_max_s / 3
+        audio.decode(path, stream_index=stream_index, channel=channel),
+        max_chunk_s=chunk_max_s,
+        min_chunk_s=chunk_max_s / 3,
     )
     in_flight: deque[tuple[audio.Chunk, Future[ChunkResult]]] = deque()
 
@@ -124,8 +131,83 @@ def transcribe_media(
     return results
 
 
+# Below this level (about -60 dBFS) a chunk is taken as silence without asking the
+# engine: a participant's own track is silent most of the time.
+SILENCE_RMS = 1e-3
+
+
+@dataclass(frozen=True)
+class Source:
+    """One piece of audio to transcribe: the whole recording, or a participant's track."""
+
+    media_key: str
+    duration: float
+    offset: float = 0.0
+    stream_index: int | None = None
+    channel: int | None = None
+    speaker: str | None = None
+
+
+# Chunk results of source n are kept under indices n * SOURCE_STRIDE + chunk index.
+SOURCE_STRIDE = 1_000_000
+
+
+def transcribe_sources(
+    sources: Sequence[Source],
+    open_media: Callable[[str], AbstractContextManager[Path]],
+    engine: Engine,
+    options: EngineOptions,
+    *,
+    chunk_max_s: float = 30.0,
+    concurrency: int = 1,
+    done: Mapping[int, ChunkResult] | None = None,
+    on_chunk: Callable[[ChunkResult, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[ChunkResult]:
+    """Transcribe each source on its own; segments come back on the recording's timeline,
+    labelled with their source's speaker. Progress spans all sources by duration."""
+    done = done or {}
+    total = sum(s.duration for s in sources) or 1.0
+    results: list[ChunkResult] = []
+    covered = 0.0
+    for n, source in enumerate(sources):
+        base = n * SOURCE_STRIDE
+        mine = {i - base: c for i, c in done.items() if base <= i < base + SOURCE_STRIDE}
+
+        def relay(
+            chunk: ChunkResult, _fraction: float, base: int = base, covered: float = covered
+        ) -> None:
+            if on_chunk is not None:
+                progress = min((covered + chunk.end) / total, 0.99)
+                on_chunk(replace(chunk, index=base + chunk.index), progress)
+
+        with open_media(source.media_key) as path:
+            chunks = transcribe_media(
+                path,
+                engine,
+                options,
+                duration=source.duration,
+                chunk_max_s=chunk_max_s,
+                concurrency=concurrency,
+                stream_index=source.stream_index,
+                channel=source.channel,
+                done=mine,
+                on_chunk=relay,
+                should_stop=should_stop,
+            )
+        covered += source.duration
+        for c in chunks:
+            segments = tuple(
+                replace(s.shifted(source.offset), speaker=source.speaker) for s in c.segments
+            )
+            results.append(replace(c, index=base + c.index, segments=segments))
+    return results
+
+
 def transcribe_chunk(engine: Engine, chunk: audio.Chunk, options: EngineOptions) -> ChunkResult:
     """Transcribe one chunk and move its times onto the recording's timeline."""
+    if not chunk.audio.size or float(np.sqrt(np.mean(chunk.audio**2))) < SILENCE_RMS:
+        return ChunkResult(chunk.index, chunk.start, chunk.end, options.language or "", ())
     engine_result = engine.transcribe(chunk.audio, options)
     segments = tuple(
         _clamp(s.shifted(chunk.start), chunk.start, chunk.end)
@@ -150,8 +232,13 @@ def assemble(
     speaker: str,
     participants: tuple[Participant, ...] = (),
     language_hint: str | None = None,
+    attribute: Callable[[tuple[Segment, ...]], tuple[Segment, ...]] | None = None,
 ) -> TranscriptDocument:
-    """Join chunk results into the transcript document; ``NoSpeech`` when there is none."""
+    """Join chunk results into the transcript document; ``NoSpeech`` when there is none.
+
+    ``attribute`` assigns speakers to the time-ordered segments; any segment left
+    without one is ``speaker``'s.
+    """
     segments: list[Segment] = []
     speech_by_language: dict[str, float] = {}
     for chunk in sorted(chunks, key=lambda c: c.index):
@@ -162,12 +249,15 @@ def assemble(
         raise NoSpeech("no speech was found in the recording")
     # A multilingual meeting reports the language spoken the longest.
     language = max(speech_by_language, key=lambda k: speech_by_language[k], default=None)
+    ordered = tuple(sorted(segments, key=lambda s: (s.start, s.end)))
+    if attribute is not None:
+        ordered = attribute(ordered)
     return TranscriptDocument(
         transcription_id=transcription_id,
         recording_id=recording_id,
         language=language or language_hint or "en",
         duration=duration,
-        segments=label_segments(segments, speaker),
+        segments=label_segments(ordered, speaker),
         participants=participants,
     )
 

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import mimetypes
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from postcall import audio, formats
 from postcall.blobs.base import BlobStore, is_generated, new_key
 from postcall.domain import (
+    MediaInfo,
     Recording,
+    SpeakerMode,
+    Track,
     TranscriptDocument,
     Transcription,
     TranscriptionOptions,
     TranscriptionStatus,
     new_id,
+    recording_tracks,
+    timeline_from_metadata,
     utcnow,
 )
 from postcall.errors import (
@@ -31,11 +37,17 @@ from postcall.errors import (
     PostcallError,
 )
 from postcall.languages import normalize_language
+from postcall.speakers import resolve_mode
 from postcall.store.base import Page, Store
 
 log = logging.getLogger(__name__)
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def diarization_available() -> bool:
+    """Whether offline diarization can run here (its encoder weights are installed)."""
+    return importlib.util.find_spec("resemblyzer") is not None
 
 
 def document_key(transcription_id: str) -> str:
@@ -63,6 +75,53 @@ class _CappedReader:
         if self.count > self._cap:
             raise PayloadTooLarge(f"the upload is larger than the limit of {self._cap} bytes")
         return block
+
+
+def _track(spec: Mapping[str, Any], key: str, duration: float) -> Track:
+    participant = spec.get("participant_id")
+    offset = spec.get("offset", 0.0)
+    if not isinstance(participant, str | int) or str(participant) == "":
+        raise InvalidInput("every track needs a participant_id", field="tracks")
+    if not isinstance(offset, int | float) or isinstance(offset, bool) or offset < 0:
+        raise InvalidInput("a track's offset must be a number of seconds >= 0", field="tracks")
+    return Track(str(participant), key, offset=float(offset), duration=duration)
+
+
+def validate_metadata(metadata: Mapping[str, Any], media: MediaInfo) -> None:
+    """Refuse speaker information that cannot apply to the media (field ``metadata``)."""
+
+    def bad(message: str) -> InvalidInput:
+        return InvalidInput(f"metadata: {message}", field="metadata")
+
+    participants = metadata.get("participants")
+    if participants is not None and not (
+        isinstance(participants, list) and all(isinstance(p, Mapping) for p in participants)
+    ):
+        raise bad("participants must be a list of objects with id and name")
+    for key, limit, what in (
+        ("channels", media.channels, "channels"),
+        ("streams", len(media.streams), "audio streams"),
+    ):
+        mapping = metadata.get(key)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, Mapping):
+            raise bad(f"{key} must map a number to a participant id")
+        for number in mapping:
+            if not str(number).isdigit() or int(number) >= limit:
+                raise bad(f"{key} names {number!r}, but the media has {limit} {what}")
+    timeline = metadata.get("speaker_timeline")
+    if timeline is not None:
+        if not isinstance(timeline, list):
+            raise bad("speaker_timeline must be a list of {participant_id, start, end}")
+        for event in timeline:
+            try:
+                start, end = float(event["start"]), float(event["end"])
+                str(event["participant_id"])
+            except (TypeError, KeyError, ValueError):
+                raise bad("each speaker_timeline event needs participant_id, start, end") from None
+            if not 0 <= start <= end:
+                raise bad(f"speaker_timeline event {start}-{end} has its end before its start")
 
 
 class Service:
@@ -95,33 +154,81 @@ class Service:
         recording_id: str | None = None,
     ) -> Recording:
         """Store and probe an uploaded recording; nothing is kept if it is refused."""
+        return self.create_multitrack_recording(
+            tenant,
+            [(source, filename, content_type)],
+            tracks=None,
+            metadata=metadata,
+            recording_id=recording_id,
+        )
+
+    def create_multitrack_recording(
+        self,
+        tenant: str,
+        uploads: Sequence[tuple[BinaryIO, str, str]],
+        *,
+        tracks: Sequence[Mapping[str, Any]] | None,
+        metadata: Mapping[str, Any] | None = None,
+        recording_id: str | None = None,
+    ) -> Recording:
+        """Store and probe one file, or one file per participant (``tracks``: for each
+        file in order, ``participant_id`` and ``offset`` in seconds on the recording's
+        timeline). Nothing is kept if any part is refused."""
         rec_id = self._new_recording_id(tenant, recording_id)
-        key = new_key("media")
-        reader = _CappedReader(source, self.limits.max_upload_bytes)
+        if tracks is not None and len(tracks) != len(uploads):
+            raise InvalidInput(
+                f"{len(uploads)} files but {len(tracks)} tracks: give one track per file",
+                field="tracks",
+            )
+        keys: list[str] = []
         try:
-            size = self.blobs.put(key, reader)  # type: ignore[arg-type]
-            if size == 0:
-                raise EmptyFile("the uploaded file is empty (0 bytes)", field="file")
-            with self.blobs.local_file(key) as path:
-                media = audio.probe(path)
+            stored = []
+            for source, _, _ in uploads:
+                key = new_key("media")
+                keys.append(key)
+                stored.append(self._store_upload(key, source))
+            media = stored[0][1]
+            made: tuple[Track, ...] = ()
+            if tracks is not None:
+                made = tuple(
+                    _track(spec, key, m.duration)
+                    for spec, key, (_, m) in zip(tracks, keys, stored, strict=True)
+                )
+                media = replace(
+                    media,
+                    format="multitrack",
+                    duration=max(t.offset + t.duration for t in made),
+                    streams=tuple(st for _, m in stored for st in m.streams),
+                )
             self._check_duration(media.duration)
+            validate_metadata(metadata or {}, media)
             recording = Recording(
                 id=rec_id,
                 tenant=tenant,
                 created_at=utcnow(),
-                media_key=key,
-                filename=filename,
-                content_type=content_type,
-                size=size,
+                media_key=keys[0],
+                filename=uploads[0][1],
+                content_type=uploads[0][2],
+                size=sum(size for size, _ in stored),
                 media=media,
                 metadata=dict(metadata or {}),
+                tracks=made,
             )
             self.store.add_recording(recording)
         except BaseException:
-            self.blobs.delete(key)
+            for key in keys:
+                self.blobs.delete(key)
             raise
-        log.info("recording %s stored (%d bytes, %.1f s)", rec_id, size, media.duration)
+        log.info("recording %s stored (%d bytes, %.1f s)", rec_id, recording.size, media.duration)
         return recording
+
+    def _store_upload(self, key: str, source: BinaryIO) -> tuple[int, MediaInfo]:
+        reader = _CappedReader(source, self.limits.max_upload_bytes)
+        size = self.blobs.put(key, reader)  # type: ignore[arg-type]
+        if size == 0:
+            raise EmptyFile("the uploaded file is empty (0 bytes)", field="file")
+        with self.blobs.local_file(key) as path:
+            return size, audio.probe(path)
 
     def register_recording(
         self,
@@ -144,6 +251,7 @@ class Service:
                 raise EmptyFile("the object is empty (0 bytes)", field="object_key")
             media = audio.probe(path)
         self._check_duration(media.duration)
+        validate_metadata(metadata or {}, media)
         recording = Recording(
             id=rec_id,
             tenant=tenant,
@@ -199,20 +307,46 @@ class Service:
 
     # --- transcriptions -----------------------------------------------------------
     def request_transcription(
-        self, tenant: str, recording_id: str, *, language: str | None = None
+        self,
+        tenant: str,
+        recording_id: str,
+        *,
+        language: str | None = None,
+        speakers: SpeakerMode = SpeakerMode.AUTO,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
     ) -> Transcription:
-        """Queue a transcription of a stored recording."""
+        """Queue a transcription of a stored recording.
+
+        ``speakers`` is resolved here against what the recording carries, so a mode the
+        recording cannot give is refused at once rather than failing later.
+        """
         try:
             lang = normalize_language(language, self.default_language)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="language") from None
+        recording = self.store.get_recording(tenant, recording_id)
+        mode = resolve_mode(
+            speakers,
+            has_tracks=bool(recording_tracks(recording)),
+            has_timeline=bool(timeline_from_metadata(recording.metadata)),
+            can_diarize=diarization_available(),
+        )
+        options = TranscriptionOptions(
+            language=lang,
+            speakers=mode,
+            num_speakers=num_speakers,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+        )
         now = utcnow()
         transcription = Transcription(
             id=new_id("tr"),
             recording_id=recording_id,
             tenant=tenant,
             status=TranscriptionStatus.QUEUED,
-            options=TranscriptionOptions(language=lang),
+            options=options,
             created_at=now,
             updated_at=now,
         )

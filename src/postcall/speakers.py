@@ -15,7 +15,8 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from postcall.domain import Segment, Word
+from postcall.domain import Segment, SpeakerMode, Word
+from postcall.errors import InvalidInput
 
 # A word in no turn takes the nearest turn's speaker when that turn is this close.
 NEAREST_TURN_S = 1.0
@@ -136,3 +137,38 @@ def name_speakers(segments: Sequence[Segment], names: Mapping[str, str]) -> tupl
             label = anonymous[key]
         out.append(replace(s, speaker=label))
     return tuple(out)
+
+
+def resolve_mode(
+    requested: SpeakerMode,
+    *,
+    has_tracks: bool,
+    has_timeline: bool,
+    can_diarize: bool,
+) -> SpeakerMode:
+    """The attribution mode to use; ``InvalidInput`` when the recording cannot give it.
+
+    ``auto`` takes separate streams when the recording has them, else the speaker
+    timeline when it carries one, else none (diarization runs only when asked for).
+    """
+    if requested is SpeakerMode.AUTO:
+        if has_tracks:
+            return SpeakerMode.SEPARATE_STREAMS
+        return SpeakerMode.TIMELINE if has_timeline else SpeakerMode.NONE
+    if requested is SpeakerMode.SEPARATE_STREAMS and not has_tracks:
+        raise InvalidInput(
+            "the recording has no separate streams: upload one file per participant "
+            "(with 'tracks'), or give a 'channels' or 'streams' map in its metadata",
+            field="speakers",
+        )
+    if requested is SpeakerMode.TIMELINE and not has_timeline:
+        raise InvalidInput(
+            "the recording has no 'speaker_timeline' in its metadata", field="speakers"
+        )
+    if requested is SpeakerMode.DIARIZE and not can_diarize:
+        raise InvalidInput(
+            "offline diarization is not installed on this server: install the 'diarize' "
+            "extra and 'pip install --no-deps resemblyzer==0.1.4'",
+            field="speakers",
+        )
+    return requested

@@ -14,23 +14,31 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
-from postcall import formats
+from postcall import audio, formats, speakers
 from postcall.blobs.base import BlobStore
 from postcall.domain import (
+    Participant,
+    Recording,
+    Segment,
+    SpeakerMode,
     Transcription,
     TranscriptionError,
     TranscriptionResult,
     default_speaker,
     new_id,
     participants_from_metadata,
+    recording_tracks,
+    timeline_from_metadata,
 )
 from postcall.engines.base import Engine, EngineOptions
 from postcall.errors import DurationExceeded, NotFound, PostcallError
-from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_media
+from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
 from postcall.service import document_key
 from postcall.store.base import Store
 
@@ -210,27 +218,38 @@ class Worker:
             heartbeat.progress = progress
             heartbeat.beat()  # progress shows at once, and the lease is renewed
 
+        mode = job.options.speakers
+        if mode is SpeakerMode.SEPARATE_STREAMS:
+            sources = [
+                Source(
+                    t.media_key, t.duration, t.offset, t.stream_index, t.channel, t.participant_id
+                )
+                for t in recording_tracks(recording)
+            ]
+        else:
+            sources = [Source(recording.media_key, duration)]
         options = EngineOptions(language=job.options.language, beam_size=self.config.beam_size)
-        with self.blobs.local_file(recording.media_key) as path:
-            chunks = transcribe_media(
-                path,
-                self.engine,
-                options,
-                duration=duration,
-                chunk_max_s=self.config.chunk_max_s,
-                concurrency=self.config.chunk_concurrency,
-                done=done,
-                on_chunk=on_chunk,
-                should_stop=lambda: self._stop.is_set() or heartbeat.lost,
-            )
+        chunks = transcribe_sources(
+            sources,
+            self.blobs.local_file,
+            self.engine,
+            options,
+            chunk_max_s=self.config.chunk_max_s,
+            concurrency=self.config.chunk_concurrency,
+            done=done,
+            on_chunk=on_chunk,
+            should_stop=lambda: self._stop.is_set() or heartbeat.lost,
+        )
+        participants = participants_from_metadata(recording.metadata)
         document = assemble(
             chunks,
             transcription_id=job.id,
             recording_id=recording.id,
             duration=duration,
             speaker=default_speaker(recording.metadata),
-            participants=participants_from_metadata(recording.metadata),
+            participants=participants,
             language_hint=job.options.language,
+            attribute=self._attribution(recording, job, participants),
         )
         key = document_key(job.id)
         self.blobs.put_bytes(key, formats.to_json(document).encode())
@@ -240,6 +259,40 @@ class Worker:
             segment_count=len(document.segments),
             document_key=key,
         )
+
+    def _attribution(
+        self, recording: Recording, job: Transcription, participants: tuple[Participant, ...]
+    ) -> Callable[[tuple[Segment, ...]], tuple[Segment, ...]] | None:
+        """How speakers are given to the transcript's segments, for the job's mode."""
+        names = {p.id: p.name for p in participants}
+        mode = job.options.speakers
+        if mode is SpeakerMode.SEPARATE_STREAMS:
+            return lambda segments: speakers.name_speakers(segments, names)
+        if mode is SpeakerMode.TIMELINE:
+            turns = [
+                speakers.Turn(e.start, e.end, e.participant_id)
+                for e in timeline_from_metadata(recording.metadata)
+            ]
+            return lambda segments: speakers.name_speakers(
+                speakers.attribute(segments, turns), names
+            )
+        if mode is SpeakerMode.DIARIZE:
+            turns = self._diarize(recording, job)
+            return lambda segments: speakers.name_speakers(speakers.attribute(segments, turns), {})
+        return None
+
+    def _diarize(self, recording: Recording, job: Transcription) -> list[speakers.Turn]:
+        from postcall import diarize
+
+        with self.blobs.local_file(recording.media_key) as path:
+            mono = np.concatenate(list(audio.decode(path)))
+        found = diarize.diarize(
+            mono,
+            num_speakers=job.options.num_speakers,
+            min_speakers=job.options.min_speakers or 1,
+            max_speakers=job.options.max_speakers or 8,
+        )
+        return [speakers.Turn(t.start, t.end, f"spk{t.speaker}") for t in found]
 
 
 class WorkerPool:

@@ -17,6 +17,7 @@ from postcall import formats
 from postcall.api.deps import Svc, Tenant, transcription_enabled
 from postcall.api.schemas import (
     RegisterRecording,
+    SpeakerOptions,
     TranscribeAccepted,
     TranscribeRequest,
     TranscriptionView,
@@ -29,6 +30,7 @@ from postcall.errors import InvalidInput
 router = APIRouter(prefix="/v1")
 transcriptions = APIRouter(prefix="/v1", dependencies=[Depends(transcription_enabled)])
 
+MAX_TRACKS = 32
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="nextCursor of the previous page.")]
 
@@ -50,6 +52,12 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                         "id": {
                             "type": "string",
                             "description": "Client-chosen recording id (optional).",
+                        },
+                        "tracks": {
+                            "type": "string",
+                            "description": "With several files (one per participant): JSON "
+                            'list, for each file in order, {"participant_id": "u1", '
+                            '"offset": 0.0}.',
                         },
                     },
                 }
@@ -101,21 +109,27 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> JSONRe
             "an 'object_key'",
             field="file",
         )
-    form = await request.form(max_files=1, max_fields=16)
+    form = await request.form(max_files=MAX_TRACKS, max_fields=16)
     try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
+        uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+        if not uploads:
             raise InvalidInput("the 'file' field with the recording is missing", field="file")
-        metadata = _metadata(form.get("metadata"))
+        metadata = _json_field(form.get("metadata"), "metadata", dict) or {}
+        tracks = _json_field(form.get("tracks"), "tracks", list)
+        if tracks is None and len(uploads) > 1:
+            raise InvalidInput(
+                "several files need a 'tracks' field: a JSON list with, for each file in "
+                'order, {"participant_id": …, "offset": seconds}',
+                field="tracks",
+            )
         rec_id = form.get("id")
         if rec_id is not None and not isinstance(rec_id, str):
             raise InvalidInput("id must be a string", field="id")
         recording = await run_in_threadpool(
-            svc.create_recording,
+            svc.create_multitrack_recording,
             tenant,
-            upload.file,
-            filename=upload.filename or "recording",
-            content_type=_content_type(upload),
+            [(u.file, u.filename or "recording", _content_type(u)) for u in uploads],
+            tracks=tracks,
             metadata=metadata,
             recording_id=rec_id or None,
         )
@@ -132,17 +146,20 @@ def _content_type(upload: UploadFile) -> str:
     return guessed or "application/octet-stream"
 
 
-def _metadata(raw: object) -> dict[str, Any]:
+def _json_field(raw: object, name: str, kind: type) -> Any:
+    """A form field holding JSON of the given kind (dict or list), or None when absent."""
     if raw is None or raw == "":
-        return {}
+        return None
     if not isinstance(raw, str):
-        raise InvalidInput("metadata must be a JSON object in a text field", field="metadata")
+        raise InvalidInput(f"{name} must be JSON in a text field", field=name)
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        raise InvalidInput(f"metadata is not valid JSON: {exc}", field="metadata") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("metadata must be a JSON object", field="metadata")
+        raise InvalidInput(f"{name} is not valid JSON: {exc}", field=name) from None
+    if not isinstance(value, kind):
+        raise InvalidInput(
+            f"{name} must be a JSON {'object' if kind is dict else 'list'}", field=name
+        )
     return value
 
 
@@ -174,8 +191,17 @@ def transcribe(
     body: Annotated[TranscribeRequest | None, Body()] = None,
 ) -> Any:
     """Queue a transcription; poll ``GET /v1/transcriptions/{id}``."""
-    language = body.language if body is not None else None
-    t = svc.request_transcription(tenant, recording_id, language=language)
+    body = body or TranscribeRequest()
+    speakers = body.speakers or SpeakerOptions()
+    t = svc.request_transcription(
+        tenant,
+        recording_id,
+        language=body.language,
+        speakers=speakers.mode,
+        num_speakers=speakers.num_speakers,
+        min_speakers=speakers.min_speakers,
+        max_speakers=speakers.max_speakers,
+    )
     return {"transcriptionId": t.id, "status": "queued"}
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from postcall.domain import Recording, Transcription, TranscriptionStatus
+from postcall.domain import Recording, SpeakerMode, Transcription, TranscriptionStatus
 
 
 def iso(dt: Any) -> str:
@@ -19,6 +19,20 @@ def seconds_str(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+class SpeakerOptions(BaseModel):
+    """Where speaker attribution comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: SpeakerMode = Field(
+        SpeakerMode.AUTO,
+        description="auto: separate streams when the recording has them, else its speaker "
+        "timeline, else none. diarize: tell voices apart offline.",
+    )
+    num_speakers: int | None = Field(None, ge=1, le=32, description="Exact count (diarize).")
+    min_speakers: int | None = Field(None, ge=1, le=32, description="At least (diarize).")
+    max_speakers: int | None = Field(None, ge=1, le=32, description="At most (diarize).")
+
+
 class TranscribeRequest(BaseModel):
     """Body of POST /v1/recordings/{id}/transcribe (all optional)."""
 
@@ -26,6 +40,7 @@ class TranscribeRequest(BaseModel):
     language: str | None = Field(
         None, description="Language code, or 'auto' to detect; default STT_LANGUAGE."
     )
+    speakers: SpeakerOptions | None = None
 
 
 class RegisterRecording(BaseModel):
@@ -106,4 +121,12 @@ def recording_view(r: Recording) -> dict[str, Any]:
             for s in r.media.streams
         ],
         "metadata": dict(r.metadata),
+        "tracks": [
+            {
+                "participantId": t.participant_id,
+                "offset": t.offset,
+                "duration": seconds_str(t.duration),
+            }
+            for t in r.tracks
+        ],
     }

@@ -20,6 +20,8 @@ from postcall.domain import (
     AudioStreamInfo,
     MediaInfo,
     Recording,
+    SpeakerMode,
+    Track,
     Transcription,
     TranscriptionError,
     TranscriptionOptions,
@@ -144,17 +146,19 @@ def ts_to_dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def media_to_json(media: MediaInfo) -> str:
-    return json.dumps(asdict(media))
+def media_to_json(recording: Recording) -> str:
+    """A recording's media description and tracks, as one JSON field."""
+    return json.dumps({**asdict(recording.media), "tracks": [asdict(t) for t in recording.tracks]})
 
 
-def media_from_json(raw: str) -> MediaInfo:
+def media_from_json(raw: str) -> tuple[MediaInfo, tuple[Track, ...]]:
     data = json.loads(raw)
-    return MediaInfo(
+    media = MediaInfo(
         format=data["format"],
         duration=float(data["duration"]),
         streams=tuple(AudioStreamInfo(**s) for s in data["streams"]),
     )
+    return media, tuple(Track(**t) for t in data.get("tracks", ()))
 
 
 def options_to_json(options: TranscriptionOptions) -> str:
@@ -162,7 +166,9 @@ def options_to_json(options: TranscriptionOptions) -> str:
 
 
 def options_from_json(raw: str) -> TranscriptionOptions:
-    return TranscriptionOptions(**json.loads(raw))
+    data = json.loads(raw)
+    data["speakers"] = SpeakerMode(data.get("speakers", SpeakerMode.AUTO))
+    return TranscriptionOptions(**data)
 
 
 def result_to_json(result: TranscriptionResult | None) -> str | None:
@@ -194,6 +200,7 @@ def transcription_from_row(row: Mapping[str, Any]) -> Transcription:
 
 
 def recording_from_row(row: Mapping[str, Any]) -> Recording:
+    media, tracks = media_from_json(str(row["media"]))
     return Recording(
         id=str(row["id"]),
         tenant=str(row["tenant"]),
@@ -202,8 +209,9 @@ def recording_from_row(row: Mapping[str, Any]) -> Recording:
         filename=str(row["filename"]),
         content_type=str(row["content_type"]),
         size=int(row["size"]),
-        media=media_from_json(str(row["media"])),
+        media=media,
         metadata=json.loads(str(row["metadata"])),
+        tracks=tracks,
     )
 
 

@@ -406,7 +406,7 @@ class RedisStore:
             "filename": r.filename,
             "content_type": r.content_type,
             "size": str(r.size),
-            "media": media_to_json(r.media),
+            "media": media_to_json(r),
             "metadata": _json(r.metadata),
         }
         keys = [self._rec(r.tenant, r.id), self._recs(r.tenant)]

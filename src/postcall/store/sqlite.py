@@ -153,7 +153,7 @@ class SqliteStore:
                         recording.filename,
                         recording.content_type,
                         recording.size,
-                        media_to_json(recording.media),
+                        media_to_json(recording),
                         _json(recording.metadata),
                     ),
                 )
