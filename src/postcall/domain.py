@@ -149,6 +149,18 @@ def recording_tracks(recording: Recording) -> tuple[Track, ...]:
     return ()
 
 
+def started_at_from_metadata(metadata: Mapping[str, Any]) -> datetime | None:
+    """``metadata["started_at"]`` (ISO 8601) as an aware time, if present and valid."""
+    raw = metadata.get("started_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def default_speaker(metadata: Mapping[str, Any]) -> str:
     """The label for speech with no speaker information.
 
@@ -294,6 +306,8 @@ class TranscriptDocument:
     duration: float
     segments: tuple[Segment, ...]
     participants: tuple[Participant, ...] = ()
+    started_at: datetime | None = None
+    """When the recording started (from its metadata), for absolute word times."""
 
     @property
     def speakers(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from postcall.domain import Participant, Segment, TranscriptDocument, Word
@@ -23,6 +24,7 @@ FORMATS: dict[str, str] = {
     "srt": "application/x-subrip",
     "vtt": "text/vtt; charset=utf-8",
     "json": "application/json",
+    "recall": "application/json",
 }
 """Supported output formats: format name -> media type."""
 
@@ -153,6 +155,53 @@ _RENDERERS: dict[str, Callable[[TranscriptDocument], str]] = {
 # --- the JSON document ------------------------------------------------------------
 
 
+def to_recall(doc: TranscriptDocument) -> str:
+    """The Recall.ai transcript download shape: one block per speaker turn.
+
+    ``[{participant: {id, name, is_host, platform, extra_data}, words: [{text,
+    start_timestamp: {relative, absolute}, end_timestamp: {…}}]}]``; ``absolute`` is
+    ISO 8601 from the recording's start when known, else null.
+    """
+    by_name = {p.name: p for p in doc.participants}
+
+    def stamp(t: float) -> dict[str, Any]:
+        absolute = (doc.started_at + timedelta(seconds=t)).isoformat() if doc.started_at else None
+        return {"relative": round(t, 3), "absolute": absolute}
+
+    blocks: list[dict[str, Any]] = []
+    for seg in doc.segments:
+        name = speaker_label(seg)
+        p = by_name.get(name)
+        participant = {
+            "id": p.id if p else name,
+            "name": name,
+            "is_host": p.is_host if p else False,
+            "platform": p.platform if p else None,
+            "extra_data": dict(p.extra_data) if p else {},
+        }
+        words = [
+            {"text": w.text, "start_timestamp": stamp(w.start), "end_timestamp": stamp(w.end)}
+            for w in (seg.words or (Word(seg.start, seg.end, seg.text, 1.0),))
+        ]
+        if blocks and blocks[-1]["participant"]["name"] == name:
+            blocks[-1]["words"].extend(words)
+        else:
+            blocks.append({"participant": participant, "words": words})
+    return json.dumps(blocks, ensure_ascii=False)
+
+
+_RENDERERS["recall"] = to_recall
+
+
+def _started_at(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
 def document_to_dict(doc: TranscriptDocument) -> dict[str, Any]:
     """The document as JSON-ready data; times rounded to 3 decimals, probabilities to 4.
 
@@ -164,6 +213,7 @@ def document_to_dict(doc: TranscriptDocument) -> dict[str, Any]:
         "recordingId": doc.recording_id,
         "language": doc.language,
         "duration": round(doc.duration, 3),
+        "startedAt": doc.started_at.isoformat() if doc.started_at else None,
         "speakers": list(doc.speakers),
         "participants": [
             {
@@ -207,6 +257,7 @@ def document_from_dict(data: Mapping[str, Any]) -> TranscriptDocument:
         recording_id=_get(data, "recordingId", str, "document"),
         language=_get(data, "language", str, "document"),
         duration=_number(data, "duration", "document"),
+        started_at=_started_at(data.get("startedAt")),
         segments=tuple(
             _segment(item, f"segments[{i}]")
             for i, item in enumerate(_list(data, "segments", "document"))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,7 @@ def assemble(
     participants: tuple[Participant, ...] = (),
     language_hint: str | None = None,
     attribute: Callable[[tuple[Segment, ...]], tuple[Segment, ...]] | None = None,
+    started_at: datetime | None = None,
 ) -> TranscriptDocument:
     """Join chunk results into the transcript document; ``NoSpeech`` when there is none.
 
@@ -259,6 +261,7 @@ def assemble(
         duration=duration,
         segments=label_segments(ordered, speaker),
         participants=participants,
+        started_at=started_at,
     )
 
 

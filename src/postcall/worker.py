@@ -34,6 +34,7 @@ from postcall.domain import (
     new_id,
     participants_from_metadata,
     recording_tracks,
+    started_at_from_metadata,
     timeline_from_metadata,
 )
 from postcall.engines.base import Engine, EngineOptions
@@ -250,6 +251,7 @@ class Worker:
             participants=participants,
             language_hint=job.options.language,
             attribute=self._attribution(recording, job, participants),
+            started_at=started_at_from_metadata(recording.metadata),
         )
         key = document_key(job.id)
         self.blobs.put_bytes(key, formats.to_json(document).encode())

@@ -310,7 +310,45 @@ def test_formats_and_media_types() -> None:
         "srt": "application/x-subrip",
         "vtt": "text/vtt; charset=utf-8",
         "json": "application/json",
+        "recall": "application/json",
     }
+
+
+def test_recall_download_shape() -> None:
+    from datetime import UTC, datetime
+
+    from postcall.domain import Participant
+
+    doc = TranscriptDocument(
+        transcription_id="tr_1",
+        recording_id="rec_1",
+        language="en",
+        duration=10.0,
+        segments=(
+            Segment(
+                1.0, 2.0, "Hi all", (Word(1.0, 1.4, "Hi", 0.9), Word(1.5, 2.0, "all", 0.8)), "Alice"
+            ),
+            Segment(2.5, 3.0, "and", (Word(2.5, 3.0, "and", 0.9),), "Alice"),
+            Segment(4.0, 5.0, "Hello", (Word(4.0, 5.0, "Hello", 0.9),), "Speaker 2"),
+        ),
+        participants=(Participant("u1", "Alice", is_host=True, platform="zoom"),),
+        started_at=datetime(2026, 1, 1, 9, 0, tzinfo=UTC),
+    )
+    blocks = json.loads(render(doc, "recall"))
+    assert [b["participant"]["name"] for b in blocks] == ["Alice", "Speaker 2"]
+    assert blocks[0]["participant"] == {
+        "id": "u1",
+        "name": "Alice",
+        "is_host": True,
+        "platform": "zoom",
+        "extra_data": {},
+    }
+    assert [w["text"] for w in blocks[0]["words"]] == ["Hi", "all", "and"]
+    first = blocks[0]["words"][0]
+    assert first["start_timestamp"] == {"relative": 1.0, "absolute": "2026-01-01T09:00:01+00:00"}
+    assert first["end_timestamp"]["relative"] == 1.4
+    undated = json.loads(render(TranscriptDocument("t", "r", "en", 1.0, doc.segments), "recall"))
+    assert undated[0]["words"][0]["start_timestamp"]["absolute"] is None
 
 
 def test_render_dispatches() -> None:

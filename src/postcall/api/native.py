@@ -232,9 +232,10 @@ def get_transcript(
     transcription_id: str,
     tenant: Tenant,
     svc: Svc,
-    format: Literal["txt", "srt", "vtt", "json"] = "json",
+    format: Literal["txt", "srt", "vtt", "json", "recall"] = "json",
 ) -> Response:
-    """The finished transcript as txt, srt, vtt or json (segments with word timings)."""
+    """The finished transcript as txt, srt, vtt, json (segments with word timings) or
+    recall (the Recall.ai download shape: participant blocks with their words)."""
     document = svc.get_document(tenant, transcription_id)
     return Response(
         formats.render(document, format),
