@@ -40,8 +40,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> 
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"},
-                      timeout=60) as c:  # fmt: skip
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    ) as c:
         yield c
 
 
@@ -50,9 +51,10 @@ def create(client: httpx.Client, files: list[Path], **fields: Any) -> dict[str, 
     try:
         data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
         r = client.post(
-            "/v1/recordings", files=[("file", (p.name, h)) for p, h in zip(files, handles)],
+            "/v1/recordings",
+            files=[("file", (p.name, h)) for p, h in zip(files, handles, strict=True)],
             data=data,
-        )  # fmt: skip
+        )
     finally:
         for h in handles:
             h.close()
@@ -152,10 +154,13 @@ def test_a_speaker_timeline_attributes_words(
         t += len(samples) / 16000 + 0.8
     wav = media.write_audio(tmp_path / "meeting.wav", np.concatenate(pieces))
     meta = {
-        "participants": [{"id": "p1", "name": "Ann"}, {"id": "p2", "name": "Bo"},
-                         {"id": "p3", "name": "Cy"}],
+        "participants": [
+            {"id": "p1", "name": "Ann"},
+            {"id": "p2", "name": "Bo"},
+            {"id": "p3", "name": "Cy"},
+        ],
         "speaker_timeline": timeline,
-    }  # fmt: skip
+    }
     _, doc = finished(client, create(client, [wav], metadata=meta)["id"])
     names = {"p1": "Ann", "p2": "Bo", "p3": "Cy"}
     truth = [(e["start"] - 0.3, e["end"] - 0.3, names[e["participant_id"]]) for e in timeline]
@@ -197,6 +202,7 @@ def test_modes_a_recording_cannot_give_are_refused(client: httpx.Client, testdat
     for mode in ("separate_streams", "timeline"):
         r = client.post(f"/v1/recordings/{rec['id']}/transcribe", json={"speakers": {"mode": mode}})
         assert r.status_code == 422 and r.json()["error"]["field"] == "speakers"
-    r = client.post("/v1/recordings", files={"file": ("a.flac", (testdata / "jfk.flac").read_bytes())},
-                    data={"metadata": json.dumps({"channels": {"5": "x"}})})  # fmt: skip
+    jfk = (testdata / "jfk.flac").read_bytes()
+    meta = json.dumps({"channels": {"5": "x"}})
+    r = client.post("/v1/recordings", files={"file": ("a.flac", jfk)}, data={"metadata": meta})
     assert r.status_code == 422 and r.json()["error"]["field"] == "metadata"
