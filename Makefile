@@ -55,6 +55,7 @@ lint: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(PY) bench/pipeline.py
 	$(PY) bench/queueing.py
+	$(PY) bench/speakers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
