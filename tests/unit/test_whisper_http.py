@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.testclient import TestClient
 
 from postcall.engines.base import EngineOptions, EngineResult
-from postcall.engines.whisper_http import HttpWhisperEngine, encode_wav, parse_response
+from postcall.engines.whisper_http import HttpWhisperEngine
+from postcall.engines.whisper_wire import encode_wav, parse_response
 from postcall.errors import EngineError, EngineUnavailable, ModelUnavailable
 from tests import media
 from tests.e2e.server import free_port
