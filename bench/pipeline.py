@@ -7,7 +7,8 @@ the reshuffled clips until each recording reaches its target length (``--minutes
 For each recording it then measures, each run in its own subprocess so that peak RSS
 (ru_maxrss) belongs to that run alone:
 
-* postcall: ``transcribe_media`` (streaming decode, silence-cut chunks of at most 30 s,
+* postcall: ``transcribe_media`` (streaming decode, silence-cut chunks of at most
+  ``POSTCALL_CHUNK_MAX_S`` (postcall's in-process default, 300 s),
   one ``FasterWhisperEngine`` call per chunk) and ``assemble``;
 * plain: one ``WhisperModel.transcribe`` call on the whole WAV file;
 
@@ -15,8 +16,11 @@ both with the same model, int8 on CPU, language "en", beam 5, VAD and word times
 Once, it also transcribes every clip on its own (plain faster-whisper): the word error
 rate a perfect segmentation would give. Speed is audio seconds per wall-clock second of
 transcription alone (the model is loaded before the clock starts); WER is
-``tests.helpers.wer`` of the whole hypothesis against the whole reference. The table goes
-to stdout, and the figures as one JSON line (also written to bench/out/pipeline.json).
+``tests.helpers.wer`` of the whole hypothesis against the whole reference, and the gap is
+taken against the clip-by-clip hypotheses put in the recording's order. The table also
+gives wall and CPU seconds (CPU time is the steadier figure on a shared machine) and, for
+postcall, the time spent in the engine versus decoding and chunking. The table goes to
+stdout, and the figures as one JSON line (also written to bench/out/pipeline.json).
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ def child(kind: str, model_dir: str, path: str) -> dict[str, Any]:
         from postcall.engines.base import EngineOptions, EngineResult
         from postcall.engines.whisper_local import FasterWhisperEngine
         from postcall.pipeline import assemble, transcribe_media
+        from postcall.settings import Settings
 
         engine = FasterWhisperEngine(model_dir, cpu_threads=threads)
         engine.load()
@@ -130,7 +135,9 @@ def child(kind: str, model_dir: str, path: str) -> dict[str, Any]:
         cpu, start = usage()[0], time.perf_counter()
         duration = audio.probe(path).duration
         options = EngineOptions(language="en", beam_size=5)
-        chunks = transcribe_media(path, Timed(), options, duration=duration, chunk_max_s=30)
+        chunks = transcribe_media(
+            path, Timed(), options, duration=duration, chunk_max_s=Settings().resolved_chunk_max_s
+        )
         document = assemble(
             chunks,
             transcription_id="tr_bench",

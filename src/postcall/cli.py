@@ -216,7 +216,7 @@ def transcribe(
                 engine,
                 EngineOptions(language=lang, beam_size=settings.whisper_beam_size),
                 duration=media.duration,
-                chunk_max_s=settings.chunk_max_s,
+                chunk_max_s=settings.resolved_chunk_max_s,
                 on_chunk=on_chunk,
             )
         document = assemble(

@@ -27,7 +27,7 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -385,3 +385,594 @@ def _default_weights() -> str:
         if os.path.isfile(path):
             return path
     raise errors.ModelUnavailable(_WEIGHTS_HINT)
+
+
+# ------------------------------------------------------------------ speech detection
+
+_VAD_WINDOW = 512  # Silero's window at 16 kHz (32 ms)
+_VAD_BLOCK = 10000 * _VAD_WINDOW  # ~5 min of audio per model call: bounded memory
+
+
+def speech_regions(
+    audio: Array,
+    *,
+    threshold: float = 0.5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.3,
+    pad_s: float = 0.1,
+) -> list[tuple[float, float]]:
+    """Speech as (start, end) seconds, from the Silero VAD that faster-whisper bundles.
+
+    Hysteresis: speech starts where the probability reaches ``threshold`` and ends
+    where it stays below ``threshold - 0.15`` for ``min_silence_s``. Runs the model on
+    blocks of about five minutes, so memory does not grow with the audio's length.
+    """
+    from faster_whisper.vad import get_vad_model  # heavy (onnxruntime): load on use
+
+    audio = np.asarray(audio, dtype=np.float32)
+    model = get_vad_model()
+    probs: list[npt.NDArray[np.float32]] = []
+    for start in range(0, audio.size, _VAD_BLOCK):
+        block = audio[start : start + _VAD_BLOCK]
+        block = np.pad(block, (0, -block.size % _VAD_WINDOW))
+        probs.append(np.asarray(model(block), dtype=np.float32).reshape(-1))
+    prob = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    return _hysteresis(
+        prob,
+        _VAD_WINDOW / SAMPLE_RATE,
+        audio.size / SAMPLE_RATE,
+        high=threshold,
+        low=max(threshold - 0.15, 0.01),
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+        pad_s=pad_s,
+    )
+
+
+def _hysteresis(
+    score: npt.NDArray[np.float32],
+    step_s: float,
+    duration: float,
+    *,
+    high: float,
+    low: float,
+    min_speech_s: float,
+    min_silence_s: float,
+    pad_s: float,
+) -> list[tuple[float, float]]:
+    """Regions where ``score`` rises above ``high``, extended while it stays above ``low``."""
+    regions: list[tuple[float, float]] = []
+    active = False
+    begin = 0
+    for i, value in enumerate(score.tolist()):
+        if not active and value >= high:
+            active, begin = True, i
+            # Extend backwards over the rising edge (the "low" hysteresis on the left).
+            while begin > 0 and score[begin - 1] >= low:
+                begin -= 1
+        elif active and value < low:
+            active = False
+            regions.append((begin * step_s, i * step_s))
+    if active:
+        regions.append((begin * step_s, score.size * step_s))
+    merged: list[tuple[float, float]] = []
+    for start, end in regions:
+        if merged and start - merged[-1][1] < min_silence_s:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return [
+        (max(0.0, start - pad_s), min(duration, end + pad_s))
+        for start, end in merged
+        if end - start >= min_speech_s
+    ]
+
+
+def energy_regions(
+    audio: Array,
+    *,
+    margin_db: float = 12.0,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.3,
+    pad_s: float = 0.1,
+) -> list[tuple[float, float]]:
+    """Speech as (start, end) seconds from frame energy relative to the noise floor.
+
+    The floor is the 10th percentile of 30 ms frame levels; frames more than
+    ``margin_db`` above it count as speech (with a 6 dB hysteresis).
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    step = 480
+    n = audio.size // step
+    if n == 0:
+        return []
+    power = np.mean(np.square(audio[: n * step].reshape(n, step), dtype=np.float64), axis=1)
+    level = 10 * np.log10(power + 1e-10)
+    level = np.convolve(level, np.ones(5) / 5, mode="same")  # 150 ms smoothing
+    floor = float(np.percentile(level, 10))
+    return _hysteresis(
+        level.astype(np.float32),
+        step / SAMPLE_RATE,
+        audio.size / SAMPLE_RATE,
+        high=floor + margin_db,
+        low=floor + margin_db - 6.0,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+        pad_s=pad_s,
+    )
+
+
+# ------------------------------------------------------------------------- pipeline
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One speaker talking from ``start`` to ``end`` seconds; speakers count from 0."""
+
+    start: float
+    end: float
+    speaker: int
+
+
+@dataclass(frozen=True)
+class DiarizeOptions:
+    """Tuning of ``diarize``; the defaults are the values the benchmark was run with."""
+
+    window_s: float = 1.6  # the encoder's partial-utterance length (160 frames)
+    hop_s: float = 0.4
+    threshold: float = 0.5  # average-linkage cosine distance at which clusters stay apart
+    max_cluster_windows: int = 2000  # more windows: cluster a subsample, assign the rest
+    min_turn_s: float = 0.5  # shorter runs of one label give way to their neighbours
+    merge_gap_s: float = 0.5  # same-speaker turns this close become one
+    per_window_level: bool = True  # normalise each window's level instead of the whole
+    vad: str = "silero"  # "silero" or "energy"
+
+
+def diarize(
+    audio: Array,
+    *,
+    num_speakers: int | None = None,
+    min_speakers: int = 1,
+    max_speakers: int = 8,
+    speech: Sequence[tuple[float, float]] | None = None,
+    options: DiarizeOptions | None = None,
+    encoder: VoiceEncoder | None = None,
+) -> list[Turn]:
+    """Who speaks when in ``audio`` (16 kHz mono float32), as non-overlapping turns.
+
+    ``num_speakers`` fixes the count; otherwise it is estimated between
+    ``min_speakers`` and ``max_speakers``. ``speech`` gives the speech regions in
+    seconds (e.g. from the transcriber) instead of detecting them. Speakers are
+    numbered in order of first appearance. Overlapping speech gets one speaker.
+    Raises ``ModelUnavailable`` when the resemblyzer weights are not installed.
+    """
+    if num_speakers is not None and num_speakers < 1:
+        raise ValueError("num_speakers must be at least 1")
+    if not 1 <= min_speakers <= max_speakers:
+        raise ValueError("need 1 <= min_speakers <= max_speakers")
+    opts = options or DiarizeOptions()
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
+    encoder = encoder or VoiceEncoder.load()
+    if speech is None:
+        speech = energy_regions(audio) if opts.vad == "energy" else speech_regions(audio)
+    spans = _sample_spans(speech, audio.size)
+    if not spans:
+        return []
+    # Embeddings are computed on the speech alone, pauses cut out (as resemblyzer trims
+    # long silences): windows then hold 1.6 s of voice, not of room noise.
+    voiced = np.concatenate([audio[a:b] for a, b in spans])
+    frame_n = -(-voiced.size // _HOP)
+    starts = _window_starts(frame_n, round(opts.hop_s * 100))
+    embeddings = _embed_windows(encoder, voiced, starts, opts.per_window_level)
+    if num_speakers is not None:
+        low = high = num_speakers
+    else:
+        low, high = min_speakers, max_speakers
+    centroids = _cluster(embeddings, low, high, opts.threshold, opts.max_cluster_windows)
+    labels = _frame_labels(embeddings, centroids, starts, frame_n)
+    labels = _smooth(labels, round(opts.min_turn_s * 100))
+    return _turns(labels, spans, opts.merge_gap_s)
+
+
+def _sample_spans(
+    regions: Sequence[tuple[float, float]], size: int
+) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for start, end in sorted(regions):
+        a = max(0, round(start * SAMPLE_RATE))
+        b = min(size, round(end * SAMPLE_RATE))
+        if spans and a <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], b))
+        elif b > a:
+            spans.append((a, b))
+    return spans
+
+
+def _window_starts(frame_n: int, hop: int) -> npt.NDArray[np.int64]:
+    """First frames of the windows: every ``hop`` frames, the last one flush with the end."""
+    last = max(0, frame_n - _PARTIAL_FRAMES)
+    starts = np.arange(0, last + 1, max(1, hop), dtype=np.int64)
+    if starts[-1] != last:
+        starts = np.append(starts, last)
+    return starts
+
+
+def _mel_frames(signal: Array, first: int, count: int) -> Array:
+    """Frames ``first .. first + count - 1`` of ``mel_spectrogram(signal)``."""
+    lo = first * _HOP - _N_FFT // 2
+    hi = (first + count - 1) * _HOP + _N_FFT // 2
+    piece = signal[max(0, lo) : max(0, min(signal.size, hi))]
+    piece = np.pad(piece, (max(0, -lo), max(0, hi - max(lo, 0) - piece.size)))
+    frames = np.lib.stride_tricks.as_strided(
+        piece, shape=(count, _N_FFT), strides=(piece.strides[0] * _HOP, piece.strides[0])
+    )
+    spectrum = np.fft.rfft(frames * _hann(), axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    return power @ _mel_filterbank().T
+
+
+def _embed_windows(
+    encoder: VoiceEncoder, voiced: Array, starts: npt.NDArray[np.int64], per_window: bool
+) -> Array:
+    """Embeddings of the 160-frame windows at ``starts``, computed a group at a time."""
+    energy = np.concatenate(([0.0], np.cumsum(np.square(voiced, dtype=np.float64))))
+    if not per_window:
+        voiced = normalize_volume(voiced)
+    out = np.empty((starts.size, 256), dtype=np.float32)
+    group = 256
+    for g in range(0, starts.size, group):
+        chunk = starts[g : g + group]
+        first = int(chunk[0])
+        mel = _mel_frames(voiced, first, int(chunk[-1]) + _PARTIAL_FRAMES - first)
+        mels = np.stack([mel[s - first : s - first + _PARTIAL_FRAMES] for s in chunk])
+        if per_window:
+            a = np.minimum(chunk * _HOP, voiced.size)
+            b = np.minimum((chunk + _PARTIAL_FRAMES) * _HOP, voiced.size)
+            power = (energy[b] - energy[a]) / np.maximum(b - a, 1)
+            target = (10 ** (_NORM_TARGET_DBFS / 10)) * 1.0
+            gain = np.where(power > 0, target / np.maximum(power, 1e-20), 1.0)
+            mels *= gain.astype(np.float32)[:, None, None]  # power scales with gain²
+        out[g : g + group] = encoder.embed(mels)
+    return out
+
+
+def _cluster(
+    embeddings: Array, low: int, high: int, threshold: float, max_windows: int
+) -> Array:
+    """Speaker centroids (k, 256) by average-linkage clustering on cosine distance.
+
+    The number of clusters is where the merge distance first reaches ``threshold``,
+    clamped to [low, high]. Over ``max_windows`` windows, an evenly spaced subsample
+    is clustered and the rest only assigned, which bounds memory and time to
+    O(max_windows²).
+    """
+    n = embeddings.shape[0]
+    sample = embeddings
+    if n > max_windows:
+        sample = embeddings[np.linspace(0, n - 1, max_windows).round().astype(np.int64)]
+    merges = _average_linkage(sample)
+    k = 1 + sum(1 for _, _, distance in merges if distance >= threshold)
+    k = min(max(k, low), high, sample.shape[0])
+    labels = _cut(merges, sample.shape[0], k)
+    centroids = np.stack([sample[labels == c].mean(axis=0) for c in range(k)])
+    # Two rounds of spherical k-means over every window: AHC on averages of a few
+    # windows can leave a stray window in the wrong cluster; the means fix that.
+    for _ in range(2):
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        assign = np.argmax(embeddings @ centroids.T, axis=1)
+        for c in range(k):
+            if np.any(assign == c):
+                centroids[c] = embeddings[assign == c].mean(axis=0)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    return centroids.astype(np.float32)
+
+
+def _average_linkage(x: Array) -> list[tuple[int, int, float]]:
+    """Average-linkage (UPGMA) merges of the rows of ``x`` by cosine distance.
+
+    Returns n - 1 merges (kept, absorbed, distance) with non-decreasing distances.
+    Keeps each row's nearest neighbour, so a merge costs O(n) instead of O(n²).
+    """
+    n = x.shape[0]
+    if n < 2:
+        return []
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dist = 1.0 - (unit @ unit.T).astype(np.float64)
+    np.fill_diagonal(dist, np.inf)
+    size = np.ones(n)
+    nearest = np.argmin(dist, axis=1)
+    nearest_d = dist[np.arange(n), nearest]
+    merges: list[tuple[int, int, float]] = []
+    for _ in range(n - 1):
+        i = int(np.argmin(nearest_d))
+        j = int(nearest[i])
+        merges.append((i, j, float(nearest_d[i])))
+        row = (size[i] * dist[i] + size[j] * dist[j]) / (size[i] + size[j])
+        row[i] = np.inf
+        dist[i, :] = row
+        dist[:, i] = row
+        dist[j, :] = np.inf
+        dist[:, j] = np.inf
+        size[i] += size[j]
+        nearest_d[j] = np.inf
+        # Rows whose nearest neighbour was i or j look again; others may now prefer i.
+        stale = np.flatnonzero(((nearest == i) | (nearest == j)) & np.isfinite(nearest_d))
+        for r in [*stale.tolist(), i]:
+            nearest[r] = int(np.argmin(dist[r]))
+            nearest_d[r] = dist[r, nearest[r]]
+        closer = np.flatnonzero(row < nearest_d)
+        nearest[closer] = i
+        nearest_d[closer] = row[closer]
+    return merges
+
+
+def _cut(merges: list[tuple[int, int, float]], n: int, k: int) -> npt.NDArray[np.int64]:
+    """Cluster labels 0..k-1 after the first n - k merges."""
+    parent = list(range(n))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for kept, absorbed, _ in merges[: n - k]:
+        parent[root(absorbed)] = root(kept)
+    roots = [root(a) for a in range(n)]
+    ids = {r: c for c, r in enumerate(dict.fromkeys(roots))}
+    return np.array([ids[r] for r in roots], dtype=np.int64)
+
+
+def _frame_labels(
+    embeddings: Array, centroids: Array, starts: npt.NDArray[np.int64], frame_n: int
+) -> npt.NDArray[np.int64]:
+    """A speaker per 10 ms frame: the centroid closest to the windows around it.
+
+    Each window votes its cosine similarity to every centroid into the frames it
+    covers, weighted by a Hann taper: a frame's label comes mostly from the windows
+    centred near it, which places speaker changes more precisely than whole windows.
+    """
+    similarity = embeddings @ centroids.T
+    taper = np.hanning(_PARTIAL_FRAMES + 2)[1:-1].astype(np.float32)
+    votes = np.zeros((frame_n + _PARTIAL_FRAMES, centroids.shape[0]), dtype=np.float32)
+    weight = np.zeros(frame_n + _PARTIAL_FRAMES, dtype=np.float32)
+    for start, sim in zip(starts.tolist(), similarity, strict=True):
+        votes[start : start + _PARTIAL_FRAMES] += taper[:, None] * sim[None, :]
+        weight[start : start + _PARTIAL_FRAMES] += taper
+    votes = votes[:frame_n] / np.maximum(weight[:frame_n], 1e-6)[:, None]
+    return np.argmax(votes, axis=1).astype(np.int64)
+
+
+def _runs(labels: npt.NDArray[np.int64]) -> Iterator[tuple[int, int, int]]:
+    """(start, end, label) of each run of equal labels."""
+    if not labels.size:
+        return
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    bounds = [0, *edges.tolist(), labels.size]
+    for a, b in itertools.pairwise(bounds):
+        yield a, b, int(labels[a])
+
+
+def _smooth(labels: npt.NDArray[np.int64], min_frames: int) -> npt.NDArray[np.int64]:
+    """Give runs shorter than ``min_frames`` to a neighbour, shortest runs first."""
+    labels = labels.copy()
+    while True:
+        runs = list(_runs(labels))
+        short = [r for r in runs if r[1] - r[0] < min_frames]
+        if not short or len(runs) == 1:
+            return labels
+        a, b, _ = min(short, key=lambda r: r[1] - r[0])
+        index = runs.index(next(r for r in runs if r[0] == a))
+        before = runs[index - 1] if index > 0 else None
+        after = runs[index + 1] if index + 1 < len(runs) else None
+        pick = max(
+            (r for r in (before, after) if r is not None), key=lambda r: r[1] - r[0]
+        )
+        labels[a:b] = pick[2]
+
+
+def _turns(
+    labels: npt.NDArray[np.int64], spans: list[tuple[int, int]], merge_gap_s: float
+) -> list[Turn]:
+    """Frame labels on the voiced timeline → turns on the recording's timeline."""
+    raw: list[tuple[float, float, int]] = []
+    offset = 0  # where the span starts on the voiced timeline, in samples
+    for a, b in spans:
+        length = b - a
+        first, last = offset // _HOP, (offset + length - 1) // _HOP
+        for r0, r1, label in _runs(labels[first : last + 1]):
+            s0 = max(offset, (first + r0) * _HOP) - offset + a
+            s1 = min(offset + length, (first + r1) * _HOP) - offset + a
+            raw.append((s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, label))
+        offset += length
+    merged: list[tuple[float, float, int]] = []
+    for start, end, label in raw:
+        if merged and merged[-1][2] == label and start - merged[-1][1] <= merge_gap_s:
+            merged[-1] = (merged[-1][0], end, label)
+        else:
+            merged.append((start, end, label))
+    order: dict[int, int] = {}
+    for _, _, label in merged:
+        order.setdefault(label, len(order))
+    return [Turn(round(s, 3), round(e, 3), order[label]) for s, e, label in merged]
+
+
+# ------------------------------------------------------------------------ evaluation
+
+
+def read_rttm(
+    path: str | os.PathLike[str], file_id: str | None = None
+) -> list[tuple[float, float, str]]:
+    """The SPEAKER lines of an RTTM file as (start, end, speaker), in file order."""
+    turns: list[tuple[float, float, str]] = []
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            fields = line.split()
+            if len(fields) < 8 or fields[0] != "SPEAKER":
+                continue
+            if file_id is not None and fields[1] != file_id:
+                continue
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append((start, start + duration, fields[7]))
+    return turns
+
+
+def der(
+    reference: Sequence[tuple[float, float, str]],
+    hypothesis: Sequence[Turn],
+    *,
+    collar: float = 0.25,
+    uem: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """Diarization error rate of ``hypothesis`` against ``reference`` turns.
+
+    DER = (missed speech + false alarm + speaker confusion) / reference speech, all
+    in seconds of the scored time, with speakers counted per overlapping voice (as
+    NIST md-eval). Hypothesis speakers map one-to-one onto reference speakers so as
+    to maximise their common time (the Hungarian method). ``collar`` seconds on each
+    side of every reference boundary are not scored (md-eval's ``-c``; pyannote's
+    ``collar`` is the total, twice this). ``uem`` limits scoring to (start, end);
+    by default it spans both inputs. Returns the rate and its parts, in seconds.
+    """
+    ref = _by_speaker((s, e, str(k)) for s, e, k in reference)
+    hyp = _by_speaker((t.start, t.end, str(t.speaker)) for t in hypothesis)
+    if uem is None:
+        ends = [e for spans in (*ref.values(), *hyp.values()) for _, e in spans]
+        starts = [s for spans in (*ref.values(), *hyp.values()) for s, _ in spans]
+        uem = (min(starts, default=0.0), max(ends, default=0.0))
+    scored = [uem]
+    if collar > 0:
+        boundaries = sorted({t for spans in ref.values() for span in spans for t in span})
+        scored = _subtract(scored, _union([(t - collar, t + collar) for t in boundaries]))
+    ref = {k: _intersect(v, scored) for k, v in ref.items()}
+    hyp = {k: _intersect(v, scored) for k, v in hyp.items()}
+    # Elementary segments: between consecutive boundaries, who is speaking is constant.
+    cuts = sorted({t for spans in (*ref.values(), *hyp.values(), scored) for s in spans for t in s})
+    ref_names, hyp_names = sorted(ref), sorted(hyp)
+    overlap = np.zeros((len(hyp_names), len(ref_names)))
+    pieces: list[tuple[float, list[int], list[int]]] = []
+    for a, b in itertools.pairwise(cuts):
+        mid = (a + b) / 2
+        if not _covers(scored, mid):
+            continue
+        on_ref = [i for i, k in enumerate(ref_names) if _covers(ref[k], mid)]
+        on_hyp = [i for i, k in enumerate(hyp_names) if _covers(hyp[k], mid)]
+        pieces.append((b - a, on_ref, on_hyp))
+        for h in on_hyp:
+            overlap[h, on_ref] += b - a
+    mapping = dict(_assignment(overlap)) if overlap.size else {}
+    total = missed = false_alarm = confusion = 0.0
+    for length, on_ref, on_hyp in pieces:
+        correct = sum(1 for h in on_hyp if mapping.get(h, -1) in on_ref)
+        total += length * len(on_ref)
+        missed += length * max(0, len(on_ref) - len(on_hyp))
+        false_alarm += length * max(0, len(on_hyp) - len(on_ref))
+        confusion += length * (min(len(on_ref), len(on_hyp)) - correct)
+    errors_s = missed + false_alarm + confusion
+    rate = errors_s / total if total > 0 else (0.0 if errors_s == 0 else math.inf)
+    return {
+        "der": rate,
+        "missed": missed,
+        "false_alarm": false_alarm,
+        "confusion": confusion,
+        "total": total,
+    }
+
+
+Spans = list[tuple[float, float]]
+
+
+def _by_speaker(turns: Iterator[tuple[float, float, str]] | Any) -> dict[str, Spans]:
+    grouped: dict[str, Spans] = {}
+    for start, end, speaker in turns:
+        if end > start:
+            grouped.setdefault(speaker, []).append((float(start), float(end)))
+    return {k: _union(v) for k, v in grouped.items()}
+
+
+def _union(spans: Spans) -> Spans:
+    out: Spans = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _intersect(spans: Spans, keep: Spans) -> Spans:
+    out: Spans = []
+    for start, end in spans:
+        for a, b in keep:
+            if min(end, b) > max(start, a):
+                out.append((max(start, a), min(end, b)))
+    return _union(out)
+
+
+def _subtract(spans: Spans, remove: Spans) -> Spans:
+    out: Spans = []
+    for start, end in spans:
+        pieces = [(start, end)]
+        for a, b in remove:
+            pieces = [
+                piece
+                for s, e in pieces
+                for piece in ((s, min(e, a)), (max(s, b), e))
+                if piece[1] > piece[0]
+            ]
+        out.extend(pieces)
+    return _union(out)
+
+
+def _covers(spans: Spans, t: float) -> bool:
+    return any(a <= t < b for a, b in spans)
+
+
+def _assignment(gain: npt.NDArray[np.float64]) -> list[tuple[int, int]]:
+    """Row → column pairs maximising the total ``gain`` (Hungarian method, O(n³)).
+
+    Rectangular matrices are padded with zeros; pairs with padding are dropped.
+    """
+    rows, cols = gain.shape
+    n = max(rows, cols)
+    cost = np.zeros((n, n))
+    cost[:rows, :cols] = -gain
+    # Jonker-Volgenant style shortest augmenting paths with potentials u, v.
+    u = np.zeros(n + 1)
+    v = np.zeros(n + 1)
+    match = np.zeros(n + 1, dtype=np.int64)  # match[col] = row (1-based), 0 = free
+    for row in range(1, n + 1):
+        match[0] = row
+        col0 = 0
+        best = np.full(n + 1, np.inf)
+        way = np.zeros(n + 1, dtype=np.int64)
+        used = np.zeros(n + 1, dtype=bool)
+        while True:
+            used[col0] = True
+            r = match[col0]
+            delta, col1 = np.inf, 0
+            for col in range(1, n + 1):
+                if used[col]:
+                    continue
+                reduced = cost[r - 1, col - 1] - u[r] - v[col]
+                if reduced < best[col]:
+                    best[col], way[col] = reduced, col0
+                if best[col] < delta:
+                    delta, col1 = best[col], col
+            for col in range(n + 1):
+                if used[col]:
+                    u[match[col]] += delta
+                    v[col] -= delta
+                else:
+                    best[col] -= delta
+            col0 = col1
+            if match[col0] == 0:
+                break
+        while col0:
+            col1 = way[col0]
+            match[col0] = match[col1]
+            col0 = col1
+    pairs = [(int(match[c]) - 1, c - 1) for c in range(1, n + 1)]
+    return sorted((r, c) for r, c in pairs if r < rows and c < cols)

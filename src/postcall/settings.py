@@ -94,7 +94,19 @@ class Settings(BaseSettings):
         description="'package.module:function' building a custom Engine from the settings "
         "(instead of faster-whisper or WHISPER_URL).",
     )
-    chunk_max_s: float = Field(30.0, description="Longest chunk a recording is split into (s).")
+    chunk_max_s: float | None = Field(
+        None,
+        description="Longest piece a recording is decoded and transcribed in, cut at a "
+        "silence; default 300 s in-process (speech packs into full 30 s Whisper windows), "
+        "30 s with WHISPER_URL (one request per window, sent in parallel).",
+    )
+
+    @property
+    def resolved_chunk_max_s(self) -> float:
+        if self.chunk_max_s is not None:
+            return self.chunk_max_s
+        return 30.0 if self.whisper_url else 300.0
+
     lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")
     worker_poll_s: float = Field(1.0, description="How often an idle worker looks for work (s).")

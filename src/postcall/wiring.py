@@ -82,7 +82,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_s=settings.lease_s,
         max_attempts=settings.max_attempts,
         poll_s=settings.worker_poll_s,
-        chunk_max_s=settings.chunk_max_s,
+        chunk_max_s=settings.resolved_chunk_max_s,
         beam_size=settings.whisper_beam_size,
         max_duration_s=settings.max_duration_s,
         chunk_concurrency=settings.whisper_concurrency if settings.whisper_url else 1,

@@ -58,7 +58,7 @@ class WorkerConfig:
     lease_s: float = 60.0
     max_attempts: int = 3
     poll_s: float = 1.0
-    chunk_max_s: float = 30.0
+    chunk_max_s: float = 300.0
     beam_size: int = 5
     max_duration_s: float = 4 * 3600.0
     chunk_concurrency: int = 1

@@ -47,6 +47,7 @@ def env(store_url: str, tmp_path: Path) -> dict[str, str]:
         "POSTCALL_ENGINE_FACTORY": "tests.fakes:timed_engine",
         "POSTCALL_TEST_ENGINE_SECONDS": "0.1",
         "POSTCALL_LEASE_S": "2",
+        "POSTCALL_CHUNK_MAX_S": "30",
         "POSTCALL_WORKER_POLL_S": "0.1",
         "POSTCALL_LOG_LEVEL": "INFO",
     }

@@ -105,7 +105,7 @@ def test_progress_is_recorded_per_chunk(parts, tmp_path: Path) -> None:  # type:
             seen.append(store.get_transcription("t", tr_id).progress)
             return super().transcribe(audio, options)
 
-    Worker(store, blobs, Watching()).run(burst=True)
+    Worker(store, blobs, Watching(), WorkerConfig(chunk_max_s=30)).run(burst=True)
     assert seen[0] == 0.0
     assert seen == sorted(seen) and len(set(seen)) == len(seen) > 2
     assert store.get_transcription("t", tr_id).progress == 1.0
