@@ -215,6 +215,8 @@ class SqliteStore:
             if exists is None:
                 raise NotFound(f"recording {t.recording_id!r} not found")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transcriptions").fetchone()[0]
+            if db.execute("SELECT 1 FROM transcriptions WHERE id=?", (t.id,)).fetchone():
+                raise Conflict(f"transcription {t.id!r} already exists")
             db.execute(
                 "INSERT INTO transcriptions (id, tenant, recording_id, status, options,"
                 " created_at, updated_at, progress, attempts, seq)"
