@@ -10,10 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import postcall
 from postcall.api import native
+from postcall.api.middleware import UploadLimit
 from postcall.errors import (
     Conflict,
     DurationExceeded,
@@ -47,9 +47,6 @@ HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
 
 QUEUE_DEPTH = Gauge("postcall_queue_depth", "Transcriptions waiting for a worker")
 
-# Multipart framing and the small text fields beside the file.
-_FORM_OVERHEAD = 1024 * 1024
-
 
 def status_for(exc: PostcallError) -> int:
     for cls, status in HTTP_STATUS:
@@ -69,41 +66,6 @@ def error_response(exc: PostcallError) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=status_for(exc), headers=headers)
 
 
-class UploadLimit:
-    """Refuses request bodies over the upload cap, before and while they stream in."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes + _FORM_OVERHEAD
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(self._too_large())(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self._too_large()
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"the request body is larger than the upload limit of "
-            f"{self.max_bytes - _FORM_OVERHEAD} bytes (POSTCALL_MAX_UPLOAD_BYTES)"
-        )
-
-
 def create_app(components: Components) -> FastAPI:
     app = FastAPI(
         title="postcall",
@@ -113,7 +75,9 @@ def create_app(components: Components) -> FastAPI:
     app.state.components = components
     app.include_router(native.router)
     app.include_router(native.transcriptions)
-    app.add_middleware(UploadLimit, max_bytes=components.settings.max_upload_bytes)
+    app.add_middleware(
+        UploadLimit, max_bytes=components.settings.max_upload_bytes, render=error_response
+    )
 
     @app.exception_handler(PostcallError)
     async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:

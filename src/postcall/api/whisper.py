@@ -29,10 +29,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import postcall
 from postcall import audio
+from postcall.api.middleware import UploadLimit
 from postcall.domain import Segment
 from postcall.engines.base import Engine, EngineOptions, EngineResult
 from postcall.errors import (
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 """What ``response_format`` may ask for."""
 
-_FORM_OVERHEAD = 1024 * 1024  # multipart framing and the small fields beside the file
 _COPY_BLOCK = 1024 * 1024
 _HEADER_SAFE = re.compile(r"[\w.:/@+-]{1,128}", re.ASCII)  # a model name that is safe to echo
 
@@ -81,39 +80,6 @@ def error_response(exc: PostcallError) -> JSONResponse:
             break
     param = getattr(exc, "field", None)
     return openai_error(status, exc.message, type_=type_, code=exc.code, param=param)
-
-
-class _BodyLimit:
-    """Refuses request bodies over the upload cap, before and while they stream in."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.limit = max_bytes
-        self.max_bytes = max_bytes + _FORM_OVERHEAD
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(self.too_large())(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self.too_large()
-            return message
-
-        await self.app(scope, counted, send)
-
-    def too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the file is larger than the upload limit of {self.limit} bytes")
 
 
 class _Warmup:
@@ -167,7 +133,7 @@ def create_whisper_app(engine: Engine, *, model_name: str, max_upload_bytes: int
         description="OpenAI-compatible speech to text over postcall's Whisper engine.",
         lifespan=lifespan,
     )
-    app.add_middleware(_BodyLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes, render=error_response)
 
     @app.exception_handler(PostcallError)
     async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:

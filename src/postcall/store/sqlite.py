@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from postcall.domain import (
     Recording,
@@ -33,6 +34,8 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
@@ -173,13 +176,24 @@ class SqliteStore:
     def list_recordings(self, tenant: str, *, limit: int, cursor: str | None) -> Page[Recording]:
         sql = "SELECT * FROM recordings WHERE tenant=?"
         args: list[object] = [tenant]
+        return self._page(sql, args, cursor, limit, recording_from_row)
+
+    def _page(
+        self,
+        sql: str,
+        args: list[object],
+        cursor: str | None,
+        limit: int,
+        build: Callable[[dict[str, Any]], T],
+    ) -> Page[T]:
+        """Newest first from ``sql`` (a SELECT with its WHERE), continuing after ``cursor``."""
         if cursor:
             ts, item_id = decode_cursor(cursor)
             sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
-            args += [ts, ts, item_id]
+            args = [*args, ts, ts, item_id]
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         rows = self._conn().execute(sql, [*args, limit + 1]).fetchall()
-        items = [recording_from_row(dict(r)) for r in rows[:limit]]
+        items = [build(dict(r)) for r in rows[:limit]]
         nxt = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -255,18 +269,7 @@ class SqliteStore:
         if recording_id is not None:
             sql += " AND recording_id=?"
             args.append(recording_id)
-        if cursor:
-            ts, item_id = decode_cursor(cursor)
-            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
-            args += [ts, ts, item_id]
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = self._conn().execute(sql, [*args, limit + 1]).fetchall()
-        items = [transcription_from_row(dict(r)) for r in rows[:limit]]
-        nxt = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            nxt = encode_cursor(last["created_at"], last["id"])
-        return Page(items, nxt)
+        return self._page(sql, args, cursor, limit, transcription_from_row)
 
     def delete_transcription(self, tenant: str, transcription_id: str) -> Transcription:
         with self._tx() as db:
