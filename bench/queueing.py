@@ -155,19 +155,25 @@ def bench_workers(
                 raise RuntimeError("workers did not start")
             tick.wait(0.05)
         total = workers * jobs_per_worker
-        started = time.perf_counter()
-        ids = [service.request_transcription("bench", rec.id).id for _ in range(total)]
-        pending = set(ids)
-        while pending:
-            if time.perf_counter() - started > 300:
-                raise RuntimeError(f"{len(pending)} jobs never finished")
-            tick.wait(0.02)
-            pending = {
-                i
-                for i in pending
-                if store.get_transcription("bench", i).status is not TranscriptionStatus.COMPLETED
-            }
-        wall = time.perf_counter() - started
+
+        def drain(count: int) -> float:
+            started = time.perf_counter()
+            ids = [service.request_transcription("bench", rec.id).id for _ in range(count)]
+            pending = set(ids)
+            while pending:
+                if time.perf_counter() - started > 300:
+                    raise RuntimeError(f"{len(pending)} jobs never finished")
+                tick.wait(0.02)
+                pending = {
+                    i
+                    for i in pending
+                    if store.get_transcription("bench", i).status
+                    is not TranscriptionStatus.COMPLETED
+                }
+            return time.perf_counter() - started
+
+        drain(workers)  # one job each first: first-job costs (imports, caches) not timed
+        wall = drain(total)
     finally:
         for p in procs:
             p.kill()
