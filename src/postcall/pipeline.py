@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from postcall import audio
 from postcall.domain import Participant, Segment, TranscriptDocument, Word, label_segments
@@ -132,9 +133,24 @@ def transcribe_media(
     return results
 
 
-# Below this level (about -60 dBFS) a chunk is taken as silence without asking the
-# engine: a participant's own track is silent most of the time.
+# When no 100 ms stretch of a chunk is louder than this (about -60 dBFS), the chunk is
+# taken as silence without asking the engine: a participant's own track is silent most
+# of the time. Loudest stretch, not the mean: one short utterance in five quiet
+# minutes must still be heard.
 SILENCE_RMS = 1e-3
+_FRAME = 1600
+
+
+def _silent(samples: npt.NDArray[np.float32]) -> bool:
+    if not samples.size:
+        return True
+    usable = samples[: samples.size - samples.size % _FRAME] if samples.size >= _FRAME else samples
+    frames = usable.reshape(-1, min(_FRAME, usable.size))
+    loudest = float(np.sqrt(np.max(np.mean(frames.astype(np.float64) ** 2, axis=1))))
+    tail = samples[usable.size :]
+    if tail.size:
+        loudest = max(loudest, float(np.sqrt(np.mean(tail.astype(np.float64) ** 2))))
+    return loudest < SILENCE_RMS
 
 
 @dataclass(frozen=True)
@@ -207,7 +223,7 @@ def transcribe_sources(
 
 def transcribe_chunk(engine: Engine, chunk: audio.Chunk, options: EngineOptions) -> ChunkResult:
     """Transcribe one chunk and move its times onto the recording's timeline."""
-    if not chunk.audio.size or float(np.sqrt(np.mean(chunk.audio**2))) < SILENCE_RMS:
+    if _silent(chunk.audio):
         return ChunkResult(chunk.index, chunk.start, chunk.end, options.language or "", ())
     engine_result = engine.transcribe(chunk.audio, options)
     segments = tuple(
