@@ -17,6 +17,7 @@ forgiveness collar) and ``read_rttm``, for tests and benchmarks.
 from __future__ import annotations
 
 import functools
+import heapq
 import importlib.util
 import io
 import itertools
@@ -29,7 +30,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 Array = npt.NDArray[np.float32]
 
 SAMPLE_RATE = 16000
-_WEIGHTS_HINT = "offline diarization needs the resemblyzer weights: pip install --no-deps resemblyzer==0.1.4"
+_WEIGHTS_HINT = (
+    "offline diarization needs the resemblyzer weights: pip install --no-deps resemblyzer==0.1.4"
+)
 
 # Resemblyzer's hyper-parameters (resemblyzer/hparams.py): 25 ms windows every 10 ms,
 # 40 mel bands, partial utterances of 160 frames, three LSTM layers of 256 units.
@@ -50,7 +53,6 @@ _HOP = 160
 _N_MELS = 40
 _PARTIAL_FRAMES = 160
 _NORM_TARGET_DBFS = -30.0  # resemblyzer's normalize_volume target (increase only)
-_INT16_MAX = 2**15 - 1
 
 
 # --------------------------------------------------------------------------- weights
@@ -171,16 +173,17 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
         return _load_zip_checkpoint(path)
     with open(path, "rb") as file:
         for _ in range(3):  # magic number, protocol version, system info
-            pickle.load(file)
+            _CheckpointUnpickler(file).load()
         unpickler = _CheckpointUnpickler(file)
         result = unpickler.load()
-        keys = pickle.load(file)
+        keys = _CheckpointUnpickler(file).load()
+        # Then each storage's bytes, in that order, after its element count.
         for key in keys:
             storage = unpickler.storages.get(str(key))
-            (numel,) = struct.unpack("<q", file.read(8))
-            nbytes = numel * (storage.dtype.itemsize if storage else 0)
             if storage is None:
                 raise errors.ModelUnavailable(f"the checkpoint lists unknown storage {key}")
+            (numel,) = struct.unpack("<q", file.read(8))
+            nbytes = numel * storage.dtype.itemsize
             raw = file.read(nbytes)
             if len(raw) != nbytes:
                 raise errors.ModelUnavailable("the checkpoint is truncated")
@@ -246,12 +249,19 @@ def mel_spectrogram(wav: Array) -> Array:
     Not logarithmic: the encoder was trained on linear mel power.
     """
     wav = np.asarray(wav, dtype=np.float32)
-    padded = np.pad(wav, _N_FFT // 2)
-    n_frames = 1 + wav.size // _HOP
+    return _mel_frames(wav, 0, 1 + wav.size // _HOP)
+
+
+def _mel_frames(signal: Array, first: int, count: int) -> Array:
+    """Frames ``first .. first + count - 1`` of ``mel_spectrogram(signal)``."""
+    lo = first * _HOP - _N_FFT // 2
+    hi = (first + count - 1) * _HOP + _N_FFT // 2
+    piece = signal[max(0, lo) : max(0, min(signal.size, hi))]
+    piece = np.pad(piece, (max(0, -lo), max(0, hi - max(lo, 0) - piece.size)))
     frames = np.lib.stride_tricks.as_strided(
-        padded,
-        shape=(n_frames, _N_FFT),
-        strides=(padded.strides[0] * _HOP, padded.strides[0]),
+        piece,
+        shape=(count, _N_FFT),
+        strides=(piece.strides[0] * _HOP, piece.strides[0]),
         writeable=False,
     )
     spectrum = np.fft.rfft(frames * _hann(), axis=1)
@@ -259,15 +269,25 @@ def mel_spectrogram(wav: Array) -> Array:
     return power @ _mel_filterbank().T
 
 
+def volume_gain(wav: Array, target_dbfs: float = _NORM_TARGET_DBFS) -> float:
+    """The factor by which resemblyzer's ``normalize_volume`` would scale ``wav``.
+
+    Raises the RMS level to ``target_dbfs`` and never lowers it (``increase_only``).
+    Sums in blocks so that no float64 copy of a long recording is made.
+    """
+    total = sum(
+        float(np.dot(block, block)) for block in np.array_split(wav, max(1, wav.size // 2**20))
+    )
+    if wav.size == 0 or total <= 0:
+        return 1.0
+    change = target_dbfs - 10 * math.log10(total / wav.size)
+    return 10 ** (change / 20) if change > 0 else 1.0
+
+
 def normalize_volume(wav: Array, target_dbfs: float = _NORM_TARGET_DBFS) -> Array:
     """Raise the level of ``wav`` to ``target_dbfs`` RMS (never lower it), as resemblyzer."""
-    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if wav.size else 0.0
-    if rms <= 0:
-        return wav
-    change = target_dbfs - 20 * math.log10(rms)
-    if change <= 0:
-        return wav
-    return (wav * np.float32(10 ** (change / 20))).astype(np.float32)
+    gain = volume_gain(wav, target_dbfs)
+    return wav if gain == 1.0 else (wav * np.float32(gain)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------- encoder
@@ -292,6 +312,7 @@ class VoiceEncoder:
             ]
             self._linear_w = np.ascontiguousarray(state["linear.weight"].T, dtype=np.float32)
             self._linear_b = np.asarray(state["linear.bias"], dtype=np.float32)
+            self.size = int(self._linear_b.size)  # embedding length: 256
         except KeyError as exc:
             raise errors.ModelUnavailable(f"the voice encoder weights lack {exc}") from exc
 
@@ -337,10 +358,31 @@ class VoiceEncoder:
         mels = np.asarray(mels, dtype=np.float32)
         if mels.ndim != 3 or mels.shape[2] != _N_MELS:
             raise ValueError(f"mels must have shape (batch, frames, 40), got {mels.shape}")
-        out = np.empty((mels.shape[0], self._linear_b.size), dtype=np.float32)
+        out = np.empty((mels.shape[0], self.size), dtype=np.float32)
         for start in range(0, mels.shape[0], batch_size):
             out[start : start + batch_size] = self._forward(mels[start : start + batch_size])
         return out
+
+    def embed_utterance(self, wav: Array) -> Array:
+        """One voice vector for a whole utterance (16 kHz mono float32), shape (256,).
+
+        Resemblyzer's ``embed_utterance`` on ``normalize_volume(wav)``: partials of
+        1.6 s at 1.3 per second (the last kept when 75 % covered, zero-padded), their
+        embeddings averaged and L2-normalised. Its silence trimming is not applied.
+        """
+        wav = normalize_volume(np.asarray(wav, dtype=np.float32))
+        n_frames = -(-(wav.size + 1) // _HOP)
+        step = round(SAMPLE_RATE / 1.3 / _HOP)
+        starts = list(range(0, max(1, n_frames - _PARTIAL_FRAMES + step + 1), step))
+        coverage = (wav.size - starts[-1] * _HOP) / (_PARTIAL_FRAMES * _HOP)
+        if coverage < 0.75 and len(starts) > 1:
+            starts.pop()
+        stop = (starts[-1] + _PARTIAL_FRAMES) * _HOP
+        mel = mel_spectrogram(np.pad(wav, (0, max(0, stop - wav.size))))
+        partials = self.embed(np.stack([mel[s : s + _PARTIAL_FRAMES] for s in starts]))
+        mean = partials.mean(axis=0)
+        unit: Array = (mean / np.linalg.norm(mean)).astype(np.float32)
+        return unit
 
     def _forward(self, x: Array) -> Array:
         batch = x.shape[0]
@@ -365,7 +407,8 @@ class VoiceEncoder:
                 inputs = hidden
         raw = np.maximum(states[-1][0] @ self._linear_w + self._linear_b, 0.0)
         norm = np.linalg.norm(raw, axis=1, keepdims=True)
-        return (raw / np.maximum(norm, 1e-12)).astype(np.float32)
+        unit: Array = (raw / np.maximum(norm, 1e-12)).astype(np.float32)
+        return unit
 
 
 @functools.cache
@@ -518,14 +561,13 @@ class Turn:
 class DiarizeOptions:
     """Tuning of ``diarize``; the defaults are the values the benchmark was run with."""
 
-    window_s: float = 1.6  # the encoder's partial-utterance length (160 frames)
-    hop_s: float = 0.4
-    threshold: float = 0.5  # average-linkage cosine distance at which clusters stay apart
+    hop_s: float = 0.4  # between the 1.6 s windows (the encoder's partial utterances)
+    threshold: float = 0.4  # average-linkage cosine distance at which clusters stay apart
     max_cluster_windows: int = 2000  # more windows: cluster a subsample, assign the rest
+    min_speaker_share: float = 0.05  # smaller clusters (share of windows) are dissolved
     min_turn_s: float = 0.5  # shorter runs of one label give way to their neighbours
     merge_gap_s: float = 0.5  # same-speaker turns this close become one
-    per_window_level: bool = True  # normalise each window's level instead of the whole
-    vad: str = "silero"  # "silero" or "energy"
+    vad: Literal["silero", "energy"] = "silero"  # energy: only for clean recordings
 
 
 def diarize(
@@ -565,20 +607,28 @@ def diarize(
     voiced = np.concatenate([audio[a:b] for a, b in spans])
     frame_n = -(-voiced.size // _HOP)
     starts = _window_starts(frame_n, round(opts.hop_s * 100))
-    embeddings = _embed_windows(encoder, voiced, starts, opts.per_window_level)
+    embeddings = _embed_windows(encoder, voiced, starts)
     if num_speakers is not None:
         low = high = num_speakers
     else:
         low, high = min_speakers, max_speakers
-    centroids = _cluster(embeddings, low, high, opts.threshold, opts.max_cluster_windows)
+    centroids = _cluster(
+        embeddings, low, high, opts.threshold, opts.max_cluster_windows, opts.min_speaker_share
+    )
     labels = _frame_labels(embeddings, centroids, starts, frame_n)
     labels = _smooth(labels, round(opts.min_turn_s * 100))
-    return _turns(labels, spans, opts.merge_gap_s)
+    turns = _turns(labels, spans, opts.merge_gap_s)
+    log.debug(
+        "diarized %.1f s of speech in %d windows: %d speakers, %d turns",
+        voiced.size / SAMPLE_RATE,
+        starts.size,
+        len({t.speaker for t in turns}),
+        len(turns),
+    )
+    return turns
 
 
-def _sample_spans(
-    regions: Sequence[tuple[float, float]], size: int
-) -> list[tuple[int, int]]:
+def _sample_spans(regions: Sequence[tuple[float, float]], size: int) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for start, end in sorted(regions):
         a = max(0, round(start * SAMPLE_RATE))
@@ -599,47 +649,32 @@ def _window_starts(frame_n: int, hop: int) -> npt.NDArray[np.int64]:
     return starts
 
 
-def _mel_frames(signal: Array, first: int, count: int) -> Array:
-    """Frames ``first .. first + count - 1`` of ``mel_spectrogram(signal)``."""
-    lo = first * _HOP - _N_FFT // 2
-    hi = (first + count - 1) * _HOP + _N_FFT // 2
-    piece = signal[max(0, lo) : max(0, min(signal.size, hi))]
-    piece = np.pad(piece, (max(0, -lo), max(0, hi - max(lo, 0) - piece.size)))
-    frames = np.lib.stride_tricks.as_strided(
-        piece, shape=(count, _N_FFT), strides=(piece.strides[0] * _HOP, piece.strides[0])
-    )
-    spectrum = np.fft.rfft(frames * _hann(), axis=1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    return power @ _mel_filterbank().T
+def _embed_windows(encoder: VoiceEncoder, voiced: Array, starts: npt.NDArray[np.int64]) -> Array:
+    """Embeddings of the 160-frame windows at ``starts``, a group of windows at a time.
 
-
-def _embed_windows(
-    encoder: VoiceEncoder, voiced: Array, starts: npt.NDArray[np.int64], per_window: bool
-) -> Array:
-    """Embeddings of the 160-frame windows at ``starts``, computed a group at a time."""
-    energy = np.concatenate(([0.0], np.cumsum(np.square(voiced, dtype=np.float64))))
-    if not per_window:
-        voiced = normalize_volume(voiced)
-    out = np.empty((starts.size, 256), dtype=np.float32)
+    The level is normalised as resemblyzer does for an utterance (all the speech
+    raised to -30 dBFS): the encoder reads linear mel power, so level matters. Applied
+    to the mel power (gain squared), which spares a copy of the audio.
+    """
+    power_gain = np.float32(volume_gain(voiced) ** 2)
+    out = np.empty((starts.size, encoder.size), dtype=np.float32)
     group = 256
     for g in range(0, starts.size, group):
         chunk = starts[g : g + group]
         first = int(chunk[0])
-        mel = _mel_frames(voiced, first, int(chunk[-1]) + _PARTIAL_FRAMES - first)
+        mel = _mel_frames(voiced, first, int(chunk[-1]) + _PARTIAL_FRAMES - first) * power_gain
         mels = np.stack([mel[s - first : s - first + _PARTIAL_FRAMES] for s in chunk])
-        if per_window:
-            a = np.minimum(chunk * _HOP, voiced.size)
-            b = np.minimum((chunk + _PARTIAL_FRAMES) * _HOP, voiced.size)
-            power = (energy[b] - energy[a]) / np.maximum(b - a, 1)
-            target = (10 ** (_NORM_TARGET_DBFS / 10)) * 1.0
-            gain = np.where(power > 0, target / np.maximum(power, 1e-20), 1.0)
-            mels *= gain.astype(np.float32)[:, None, None]  # power scales with gain²
         out[g : g + group] = encoder.embed(mels)
     return out
 
 
 def _cluster(
-    embeddings: Array, low: int, high: int, threshold: float, max_windows: int
+    embeddings: Array,
+    low: int,
+    high: int,
+    threshold: float,
+    max_windows: int,
+    min_share: float = 0.0,
 ) -> Array:
     """Speaker centroids (k, 256) by average-linkage clustering on cosine distance.
 
@@ -656,13 +691,18 @@ def _cluster(
     k = 1 + sum(1 for _, _, distance in merges if distance >= threshold)
     k = min(max(k, low), high, sample.shape[0])
     labels = _cut(merges, sample.shape[0], k)
-    centroids = np.stack([sample[labels == c].mean(axis=0) for c in range(k)])
+    sizes = np.bincount(labels, minlength=k)
+    # Clusters of a few windows are mostly overlapped speech, laughter or noise, not a
+    # participant: their windows go to the nearest larger cluster (down to ``low``).
+    order = np.argsort(-sizes, kind="stable")
+    keep = [c for i, c in enumerate(order) if i < low or sizes[c] >= min_share * labels.size]
+    centroids = np.stack([sample[labels == c].mean(axis=0) for c in sorted(keep)])
     # Two rounds of spherical k-means over every window: AHC on averages of a few
     # windows can leave a stray window in the wrong cluster; the means fix that.
     for _ in range(2):
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         assign = np.argmax(embeddings @ centroids.T, axis=1)
-        for c in range(k):
+        for c in range(centroids.shape[0]):
             if np.any(assign == c):
                 centroids[c] = embeddings[assign == c].mean(axis=0)
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -741,8 +781,9 @@ def _frame_labels(
     for start, sim in zip(starts.tolist(), similarity, strict=True):
         votes[start : start + _PARTIAL_FRAMES] += taper[:, None] * sim[None, :]
         weight[start : start + _PARTIAL_FRAMES] += taper
-    votes = votes[:frame_n] / np.maximum(weight[:frame_n], 1e-6)[:, None]
-    return np.argmax(votes, axis=1).astype(np.int64)
+    mean = votes[:frame_n] / np.maximum(weight[:frame_n], np.float32(1e-6))[:, None]
+    labels: npt.NDArray[np.int64] = np.argmax(mean, axis=1).astype(np.int64)
+    return labels
 
 
 def _runs(labels: npt.NDArray[np.int64]) -> Iterator[tuple[int, int, int]]:
@@ -756,21 +797,55 @@ def _runs(labels: npt.NDArray[np.int64]) -> Iterator[tuple[int, int, int]]:
 
 
 def _smooth(labels: npt.NDArray[np.int64], min_frames: int) -> npt.NDArray[np.int64]:
-    """Give runs shorter than ``min_frames`` to a neighbour, shortest runs first."""
-    labels = labels.copy()
-    while True:
-        runs = list(_runs(labels))
-        short = [r for r in runs if r[1] - r[0] < min_frames]
-        if not short or len(runs) == 1:
-            return labels
-        a, b, _ = min(short, key=lambda r: r[1] - r[0])
-        index = runs.index(next(r for r in runs if r[0] == a))
-        before = runs[index - 1] if index > 0 else None
-        after = runs[index + 1] if index + 1 < len(runs) else None
-        pick = max(
-            (r for r in (before, after) if r is not None), key=lambda r: r[1] - r[0]
-        )
-        labels[a:b] = pick[2]
+    """Give runs shorter than ``min_frames`` to their longer neighbour, shortest first.
+
+    Runs form a linked list and short ones wait in a heap: O(r log r) for r runs.
+    """
+    runs = list(_runs(labels))
+    if len(runs) < 2:
+        return labels
+    start = [r[0] for r in runs]
+    end = [r[1] for r in runs]
+    label = [r[2] for r in runs]
+    before = list(range(-1, len(runs) - 1))
+    after = [*range(1, len(runs)), -1]
+    alive = [True] * len(runs)
+    heap = [(end[i] - start[i], i) for i in range(len(runs)) if end[i] - start[i] < min_frames]
+    heapq.heapify(heap)
+    while heap:
+        length, i = heapq.heappop(heap)
+        if not alive[i] or end[i] - start[i] != length:
+            continue  # absorbed or grown since it was queued
+        p, q = before[i], after[i]
+        if p < 0 and q < 0:
+            break
+        longer_before = q < 0 or (p >= 0 and end[p] - start[p] >= end[q] - start[q])
+        if longer_before:
+            end[p] = end[i]
+        else:
+            start[q] = start[i]
+        alive[i] = False
+        _unlink(i, before, after)
+        kept = p if longer_before else q
+        if p >= 0 and q >= 0 and label[p] == label[q]:  # the neighbours now touch: join
+            end[p] = end[q]
+            alive[q] = False
+            _unlink(q, before, after)
+            kept = p
+        if end[kept] - start[kept] < min_frames:
+            heapq.heappush(heap, (end[kept] - start[kept], kept))
+    out = labels.copy()
+    for i in range(len(runs)):
+        if alive[i]:
+            out[start[i] : end[i]] = label[i]
+    return out
+
+
+def _unlink(i: int, before: list[int], after: list[int]) -> None:
+    if before[i] >= 0:
+        after[before[i]] = after[i]
+    if after[i] >= 0:
+        before[after[i]] = before[i]
 
 
 def _turns(
@@ -839,37 +914,29 @@ def der(
     ref = _by_speaker((s, e, str(k)) for s, e, k in reference)
     hyp = _by_speaker((t.start, t.end, str(t.speaker)) for t in hypothesis)
     if uem is None:
-        ends = [e for spans in (*ref.values(), *hyp.values()) for _, e in spans]
-        starts = [s for spans in (*ref.values(), *hyp.values()) for s, _ in spans]
-        uem = (min(starts, default=0.0), max(ends, default=0.0))
+        bounds = [t for spans in (*ref.values(), *hyp.values()) for span in spans for t in span]
+        uem = (min(bounds, default=0.0), max(bounds, default=0.0))
     scored = [uem]
     if collar > 0:
-        boundaries = sorted({t for spans in ref.values() for span in spans for t in span})
-        scored = _subtract(scored, _union([(t - collar, t + collar) for t in boundaries]))
-    ref = {k: _intersect(v, scored) for k, v in ref.items()}
-    hyp = {k: _intersect(v, scored) for k, v in hyp.items()}
-    # Elementary segments: between consecutive boundaries, who is speaking is constant.
-    cuts = sorted({t for spans in (*ref.values(), *hyp.values(), scored) for s in spans for t in s})
-    ref_names, hyp_names = sorted(ref), sorted(hyp)
-    overlap = np.zeros((len(hyp_names), len(ref_names)))
-    pieces: list[tuple[float, list[int], list[int]]] = []
-    for a, b in itertools.pairwise(cuts):
-        mid = (a + b) / 2
-        if not _covers(scored, mid):
-            continue
-        on_ref = [i for i, k in enumerate(ref_names) if _covers(ref[k], mid)]
-        on_hyp = [i for i, k in enumerate(hyp_names) if _covers(hyp[k], mid)]
-        pieces.append((b - a, on_ref, on_hyp))
-        for h in on_hyp:
-            overlap[h, on_ref] += b - a
-    mapping = dict(_assignment(overlap)) if overlap.size else {}
-    total = missed = false_alarm = confusion = 0.0
-    for length, on_ref, on_hyp in pieces:
-        correct = sum(1 for h in on_hyp if mapping.get(h, -1) in on_ref)
-        total += length * len(on_ref)
-        missed += length * max(0, len(on_ref) - len(on_hyp))
-        false_alarm += length * max(0, len(on_hyp) - len(on_ref))
-        confusion += length * (min(len(on_ref), len(on_hyp)) - correct)
+        edges = sorted({t for spans in ref.values() for span in spans for t in span})
+        scored = _subtract(scored, _union([(t - collar, t + collar) for t in edges]))
+    # Elementary segments: between consecutive boundaries, who speaks does not change.
+    cuts = np.unique(
+        [t for spans in (*ref.values(), *hyp.values(), scored) for s in spans for t in s]
+    )
+    mids = (cuts[:-1] + cuts[1:]) / 2
+    lengths = np.diff(cuts) * _active(scored, mids)
+    on_ref = np.array([_active(v, mids) for v in ref.values()]).reshape(len(ref), mids.size)
+    on_hyp = np.array([_active(v, mids) for v in hyp.values()]).reshape(len(hyp), mids.size)
+    overlap = (on_hyp * lengths) @ on_ref.T.astype(np.float64)
+    correct = np.zeros(mids.size)
+    for h, r in _assignment(overlap) if overlap.size else []:
+        correct += on_hyp[h] & on_ref[r]
+    n_ref, n_hyp = on_ref.sum(axis=0), on_hyp.sum(axis=0)
+    total = float(lengths @ n_ref)
+    missed = float(lengths @ np.maximum(0, n_ref - n_hyp))
+    false_alarm = float(lengths @ np.maximum(0, n_hyp - n_ref))
+    confusion = float(lengths @ (np.minimum(n_ref, n_hyp) - correct))
     errors_s = missed + false_alarm + confusion
     rate = errors_s / total if total > 0 else (0.0 if errors_s == 0 else math.inf)
     return {
@@ -902,32 +969,32 @@ def _union(spans: Spans) -> Spans:
     return out
 
 
-def _intersect(spans: Spans, keep: Spans) -> Spans:
-    out: Spans = []
-    for start, end in spans:
-        for a, b in keep:
-            if min(end, b) > max(start, a):
-                out.append((max(start, a), min(end, b)))
-    return _union(out)
-
-
 def _subtract(spans: Spans, remove: Spans) -> Spans:
+    """``spans`` minus ``remove``; both sorted and disjoint (as ``_union`` gives)."""
     out: Spans = []
+    j = 0
     for start, end in spans:
-        pieces = [(start, end)]
-        for a, b in remove:
-            pieces = [
-                piece
-                for s, e in pieces
-                for piece in ((s, min(e, a)), (max(s, b), e))
-                if piece[1] > piece[0]
-            ]
-        out.extend(pieces)
-    return _union(out)
+        while j < len(remove) and remove[j][1] <= start:
+            j += 1
+        t, k = start, j
+        while k < len(remove) and remove[k][0] < end:
+            if remove[k][0] > t:
+                out.append((t, remove[k][0]))
+            t = max(t, remove[k][1])
+            k += 1
+        if t < end:
+            out.append((t, end))
+    return out
 
 
-def _covers(spans: Spans, t: float) -> bool:
-    return any(a <= t < b for a, b in spans)
+def _active(spans: Spans, times: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Whether each of ``times`` falls inside ``spans`` (sorted and disjoint)."""
+    if not spans:
+        return np.zeros(times.shape, dtype=bool)
+    starts = np.array([s for s, _ in spans])
+    ends = np.array([e for _, e in spans])
+    index = np.searchsorted(starts, times, side="right") - 1
+    return (index >= 0) & (times < ends[np.maximum(index, 0)])
 
 
 def _assignment(gain: npt.NDArray[np.float64]) -> list[tuple[int, int]]:

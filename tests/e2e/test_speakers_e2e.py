@@ -209,3 +209,26 @@ def test_modes_a_recording_cannot_give_are_refused(client: httpx.Client, testdat
     meta = json.dumps({"channels": {"5": "x"}})
     r = client.post("/v1/recordings", files={"file": ("a.flac", jfk)}, data={"metadata": meta})
     assert r.status_code == 422 and r.json()["error"]["field"] == "metadata"
+
+
+def test_offline_diarization_splits_a_two_speaker_mix(
+    client: httpx.Client, testdata: Path, tmp_path: Path
+) -> None:
+    # The two-speaker stereo clip mixed down to one track: the right-hand speaker talks
+    # from 0.35 to 2.55 s (over the left-hand one, who goes on alone to 4.9 s).
+    mono = media.write_audio(
+        tmp_path / "mixed.wav", media.load_mono16k(testdata / "stereo_diarization.wav")
+    )
+    rec = create(client, [mono])
+    _, doc = finished(client, rec["id"], speakers={"mode": "diarize", "min_speakers": 2})
+    assert set(doc["speakers"]) == {"Speaker 1", "Speaker 2"}
+    right = {w["text"] for s in doc["segments"] for w in s["words"] if s["speaker"] == "Speaker 1"}
+    left = {w["text"] for s in doc["segments"] for w in s["words"] if s["speaker"] == "Speaker 2"}
+    assert right and left
+    for seg in doc["segments"]:
+        for w in seg["words"]:
+            mid = (w["start"] + w["end"]) / 2
+            if mid < 2.2:
+                assert seg["speaker"] == "Speaker 1", (w, seg["speaker"])
+            if mid > 2.7:
+                assert seg["speaker"] == "Speaker 2", (w, seg["speaker"])
