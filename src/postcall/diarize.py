@@ -254,10 +254,19 @@ def mel_spectrogram(wav: Array) -> Array:
 
 def _mel_frames(signal: Array, first: int, count: int) -> Array:
     """Frames ``first .. first + count - 1`` of ``mel_spectrogram(signal)``."""
-    lo = first * _HOP - _N_FFT // 2
-    hi = (first + count - 1) * _HOP + _N_FFT // 2
+    lo, hi = _frame_span(first, count)
     piece = signal[max(0, lo) : max(0, min(signal.size, hi))]
-    piece = np.pad(piece, (max(0, -lo), max(0, hi - max(lo, 0) - piece.size)))
+    return _mel_of(np.pad(piece, (max(0, -lo), 0)), count)
+
+
+def _frame_span(first: int, count: int) -> tuple[int, int]:
+    """The samples frames ``first .. first + count - 1`` read (centred 400-sample windows)."""
+    return first * _HOP - _N_FFT // 2, (first + count - 1) * _HOP + _N_FFT // 2
+
+
+def _mel_of(piece: Array, count: int) -> Array:
+    """Mel power of ``count`` frames, frame j being ``piece[160 j : 160 j + 400]``."""
+    piece = np.pad(piece, (0, max(0, (count - 1) * _HOP + _N_FFT - piece.size)))
     frames = np.lib.stride_tricks.as_strided(
         piece,
         shape=(count, _N_FFT),
@@ -275,12 +284,14 @@ def volume_gain(wav: Array, target_dbfs: float = _NORM_TARGET_DBFS) -> float:
     Raises the RMS level to ``target_dbfs`` and never lowers it (``increase_only``).
     Sums in blocks so that no float64 copy of a long recording is made.
     """
-    total = sum(
-        float(np.dot(block, block)) for block in np.array_split(wav, max(1, wav.size // 2**20))
-    )
-    if wav.size == 0 or total <= 0:
+    blocks = np.array_split(wav, max(1, wav.size // 2**20))
+    return _gain(sum(float(np.dot(b, b)) for b in blocks), wav.size, target_dbfs)
+
+
+def _gain(sum_of_squares: float, n: int, target_dbfs: float = _NORM_TARGET_DBFS) -> float:
+    if n == 0 or sum_of_squares <= 0:
         return 1.0
-    change = target_dbfs - 10 * math.log10(total / wav.size)
+    change = target_dbfs - 10 * math.log10(sum_of_squares / n)
     return 10 ** (change / 20) if change > 0 else 1.0
 
 
@@ -342,7 +353,17 @@ class VoiceEncoder:
             checkpoint = load_torch_checkpoint(path)
         except FileNotFoundError as exc:
             raise errors.ModelUnavailable(_WEIGHTS_HINT) from exc
-        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, struct.error) as exc:
+        except (
+            OSError,
+            pickle.UnpicklingError,
+            zipfile.BadZipFile,
+            EOFError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            struct.error,
+        ) as exc:
             raise errors.ModelUnavailable(f"cannot read the voice encoder weights: {exc}") from exc
         state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
@@ -433,7 +454,9 @@ def _default_weights() -> str:
 # ------------------------------------------------------------------ speech detection
 
 _VAD_WINDOW = 512  # Silero's window at 16 kHz (32 ms)
-_VAD_BLOCK = 10000 * _VAD_WINDOW  # ~5 min of audio per model call: bounded memory
+# ~64 s of audio per model call: memory stays bounded (~50 MB; whole 5-minute blocks
+# take ~150 MB), and the state reset at block edges does not move regions measurably.
+_VAD_BLOCK = 2000 * _VAD_WINDOW
 
 
 def speech_regions(
@@ -448,7 +471,7 @@ def speech_regions(
 
     Hysteresis: speech starts where the probability reaches ``threshold`` and ends
     where it stays below ``threshold - 0.15`` for ``min_silence_s``. Runs the model on
-    blocks of about five minutes, so memory does not grow with the audio's length.
+    blocks of about a minute, so its memory does not grow with the audio's length.
     """
     from faster_whisper.vad import get_vad_model  # heavy (onnxruntime): load on use
 
@@ -604,7 +627,7 @@ def diarize(
         return []
     # Embeddings are computed on the speech alone, pauses cut out (as resemblyzer trims
     # long silences): windows then hold 1.6 s of voice, not of room noise.
-    voiced = np.concatenate([audio[a:b] for a, b in spans])
+    voiced = _Voiced(audio, spans)
     frame_n = -(-voiced.size // _HOP)
     starts = _window_starts(frame_n, round(opts.hop_s * 100))
     embeddings = _embed_windows(encoder, voiced, starts)
@@ -649,20 +672,58 @@ def _window_starts(frame_n: int, hop: int) -> npt.NDArray[np.int64]:
     return starts
 
 
-def _embed_windows(encoder: VoiceEncoder, voiced: Array, starts: npt.NDArray[np.int64]) -> Array:
+class _Voiced:
+    """The speech of a recording with the pauses cut out, read piece by piece.
+
+    Windows are placed on this "voiced" timeline; slices are copied out on demand,
+    so the speech is never held twice.
+    """
+
+    def __init__(self, audio: Array, spans: list[tuple[int, int]]) -> None:
+        self.audio = audio
+        self.spans = spans
+        lengths = np.array([b - a for a, b in spans], dtype=np.int64)
+        self.offsets = np.concatenate(([0], np.cumsum(lengths)))
+        self.size = int(self.offsets[-1])
+
+    def __getitem__(self, window: slice) -> Array:
+        lo, hi = max(0, window.start or 0), min(self.size, window.stop)
+        if hi <= lo:
+            return np.zeros(0, dtype=np.float32)
+        first = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        pieces = []
+        for k in range(first, len(self.spans)):
+            begin = int(self.offsets[k])
+            if begin >= hi:
+                break
+            a = self.spans[k][0] + max(lo - begin, 0)
+            b = self.spans[k][0] + min(hi - begin, self.spans[k][1] - self.spans[k][0])
+            pieces.append(self.audio[a:b])
+        return np.concatenate(pieces)
+
+    def gain(self) -> float:
+        """``volume_gain`` of the voiced audio, without assembling it."""
+        return _gain(
+            sum(float(np.dot(self.audio[a:b], self.audio[a:b])) for a, b in self.spans), self.size
+        )
+
+
+def _embed_windows(encoder: VoiceEncoder, voiced: _Voiced, starts: npt.NDArray[np.int64]) -> Array:
     """Embeddings of the 160-frame windows at ``starts``, a group of windows at a time.
 
     The level is normalised as resemblyzer does for an utterance (all the speech
     raised to -30 dBFS): the encoder reads linear mel power, so level matters. Applied
     to the mel power (gain squared), which spares a copy of the audio.
     """
-    power_gain = np.float32(volume_gain(voiced) ** 2)
+    power_gain = np.float32(voiced.gain() ** 2)
     out = np.empty((starts.size, encoder.size), dtype=np.float32)
     group = 256
     for g in range(0, starts.size, group):
         chunk = starts[g : g + group]
         first = int(chunk[0])
-        mel = _mel_frames(voiced, first, int(chunk[-1]) + _PARTIAL_FRAMES - first) * power_gain
+        count = int(chunk[-1]) + _PARTIAL_FRAMES - first
+        lo, hi = _frame_span(first, count)
+        mel = _mel_of(np.pad(voiced[max(0, lo) : hi], (max(0, -lo), 0)), count) * power_gain
         mels = np.stack([mel[s - first : s - first + _PARTIAL_FRAMES] for s in chunk])
         out[g : g + group] = encoder.embed(mels)
     return out
@@ -697,8 +758,9 @@ def _cluster(
     order = np.argsort(-sizes, kind="stable")
     keep = [c for i, c in enumerate(order) if i < low or sizes[c] >= min_share * labels.size]
     centroids = np.stack([sample[labels == c].mean(axis=0) for c in sorted(keep)])
-    # Two rounds of spherical k-means over every window: AHC on averages of a few
-    # windows can leave a stray window in the wrong cluster; the means fix that.
+    # Two spherical k-means steps over all windows (also those a subsample left out):
+    # each centroid moves to the mean of the windows nearest to it, which undoes early
+    # merges that average linkage can not take back.
     for _ in range(2):
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         assign = np.argmax(embeddings @ centroids.T, axis=1)
@@ -713,7 +775,7 @@ def _average_linkage(x: Array) -> list[tuple[int, int, float]]:
     """Average-linkage (UPGMA) merges of the rows of ``x`` by cosine distance.
 
     Returns n - 1 merges (kept, absorbed, distance) with non-decreasing distances.
-    Keeps each row's nearest neighbour, so a merge costs O(n) instead of O(n²).
+    Keeps each row's nearest neighbour, so a merge usually costs O(n), not O(n²).
     """
     n = x.shape[0]
     if n < 2:
