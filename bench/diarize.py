@@ -48,7 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = Path(os.environ.get("POSTCALL_TESTDATA", ROOT.parent / "shared" / "testdata"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from postcall import der as dm  # noqa: E402
 from postcall import diarize as dz  # noqa: E402
+from postcall import voice_encoder as ve  # noqa: E402
 from postcall.audio import decode  # noqa: E402
 
 RATE = 16000
@@ -160,7 +162,7 @@ def stereo_case(entry: dict[str, Any]) -> tuple[Audio, Reference]:
 
 
 def speech_of(reference: Reference) -> list[tuple[float, float]]:
-    return dz._union([(s, e) for s, e, _ in reference])
+    return dm._union([(s, e) for s, e, _ in reference])
 
 
 def one_speaker(reference: Reference) -> list[dz.Turn]:
@@ -188,7 +190,7 @@ def main() -> None:
     for name in ("ami/trn01", "ami/trn02"):
         entry = entries[f"{name}.wav"]
         uem = tuple(entry["uem"]) if entry.get("uem") else None
-        ref = dz.read_rttm(TESTDATA / entry["rttm"])
+        ref = dm.read_rttm(TESTDATA / entry["rttm"])
         cases.append((name, load(entry["audio"]), ref, uem))
     cases.append(("stereo", *stereo_case(entries["stereo_diarization.wav"]), None))
     for name, (speakers, seed) in MIXES.items():
@@ -198,7 +200,7 @@ def main() -> None:
         audio, ref = synthetic(list(SPEAKERS)[1:], 3, args.minutes)
         cases.append(("synth-long", audio, ref, (0.0, audio.size / RATE)))
 
-    encoder = dz.VoiceEncoder.load()
+    encoder = ve.VoiceEncoder.load()
     dz.speech_regions(np.zeros(RATE, np.float32))  # load the VAD before timing
     rows: list[dict[str, Any]] = []
     header = (
@@ -226,7 +228,7 @@ def main() -> None:
             ("alternating 2 s (ref speech)", alternating(ref), None),
         ]
         for system, turns, speed in systems:
-            score = dz.der(ref, turns, collar=0.25, uem=uem)
+            score = dm.der(ref, turns, collar=0.25, uem=uem)
             n_hyp = len({t.speaker for t in turns})
             row = {
                 "case": name,

@@ -22,36 +22,39 @@ import av
 import numpy as np
 import pytest
 
+from postcall import der as dm
 from postcall import diarize as dz
 from postcall import errors
+from postcall import voice_encoder as ve
 from postcall.audio import decode
-from postcall.diarize import Turn, der
+from postcall.der import der
+from postcall.diarize import Turn
 from tests.conftest import clip
 
 # ---------------------------------------------------------------------------- helpers
 
 
 @pytest.fixture(scope="module")
-def encoder() -> dz.VoiceEncoder:
+def encoder() -> ve.VoiceEncoder:
     try:
-        return dz.VoiceEncoder.load()
+        return ve.VoiceEncoder.load()
     except errors.ModelUnavailable as exc:
         pytest.skip(str(exc))
 
 
-def load(testdata: Path, name: str) -> dz.Array:
+def load(testdata: Path, name: str) -> ve.Array:
     return np.concatenate(list(decode(testdata / name)))
 
 
-def cosine(a: dz.Array, b: dz.Array) -> float:
+def cosine(a: ve.Array, b: ve.Array) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 # ------------------------------------------------------------------------- weights
 
 
-def test_loader_reads_resemblyzer_weights_with_expected_shapes(encoder: dz.VoiceEncoder) -> None:
-    checkpoint = dz.load_torch_checkpoint(dz._default_weights())
+def test_loader_reads_resemblyzer_weights_with_expected_shapes(encoder: ve.VoiceEncoder) -> None:
+    checkpoint = ve.load_torch_checkpoint(ve._default_weights())
     state = checkpoint["model_state"]
     expected = {"linear.weight": (256, 256), "linear.bias": (256,)}
     for k in range(3):
@@ -129,7 +132,7 @@ def test_loader_reads_zip_checkpoints_with_offsets_and_strides(tmp_path: Path) -
 
     path = tmp_path / "model.pt"
     _write_zip_checkpoint(path, factory)
-    loaded = dz.load_torch_checkpoint(path)
+    loaded = ve.load_torch_checkpoint(path)
     assert loaded["step"] == 7
     np.testing.assert_array_equal(loaded["model_state"]["t"], [[1, 3, 5], [2, 4, 6]])
     np.testing.assert_array_equal(loaded["model_state"]["flat"], [0, 1, 2, 3])
@@ -148,7 +151,7 @@ def test_loader_refuses_code_in_a_checkpoint(tmp_path: Path) -> None:
             pickle.dump(header, file, protocol=2)
         pickle.dump({"model_state": _Evil()}, file, protocol=2)
     with pytest.raises(errors.ModelUnavailable, match="refusing to load"):
-        dz.VoiceEncoder.load(path)
+        ve.VoiceEncoder.load(path)
 
 
 def test_missing_weights_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,9 +159,9 @@ def test_missing_weights_say_what_to_install(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(
         errors.ModelUnavailable, match=r"pip install --no-deps resemblyzer==0\.1\.4"
     ):
-        dz._default_weights()
+        ve._default_weights()
     with pytest.raises(errors.ModelUnavailable, match="resemblyzer"):
-        dz.VoiceEncoder.load("/nonexistent/pretrained.pt")
+        ve.VoiceEncoder.load("/nonexistent/pretrained.pt")
 
 
 # ------------------------------------------------------------------------- encoder
@@ -202,11 +205,11 @@ def test_numpy_lstm_equals_the_textbook_equations() -> None:
     state["linear.weight"] = rng.normal(0, 0.5, (units, units))
     state["linear.bias"] = np.abs(rng.normal(0, 0.1, units))
     x = rng.normal(0, 1, (5, 12, inputs)).astype(np.float32)
-    got = dz.VoiceEncoder(state).embed(x)
+    got = ve.VoiceEncoder(state).embed(x)
     np.testing.assert_allclose(got, _textbook_lstm(state, x.astype(np.float64)), atol=1e-5)
 
 
-def test_encoder_is_deterministic_and_batch_independent(encoder: dz.VoiceEncoder) -> None:
+def test_encoder_is_deterministic_and_batch_independent(encoder: ve.VoiceEncoder) -> None:
     x = np.random.default_rng(0).random((7, 160, 40)).astype(np.float32)
     first = encoder.embed(x)
     again = encoder.embed(x)
@@ -221,7 +224,7 @@ def test_encoder_is_deterministic_and_batch_independent(encoder: dz.VoiceEncoder
 def test_mel_front_end_matches_librosa_values() -> None:
     # Values from librosa 0.11: filters.mel(sr=16000, n_fft=400, n_mels=40) and
     # feature.melspectrogram of a 1 kHz sine (n_fft=400, hop_length=160).
-    bank = dz._mel_filterbank()
+    bank = ve._mel_filterbank()
     assert bank.shape == (40, 201)
     assert [int(np.argmax(bank[i])) for i in (0, 10, 20, 39)] == [2, 20, 44, 185]
     np.testing.assert_allclose(
@@ -231,16 +234,16 @@ def test_mel_front_end_matches_librosa_values() -> None:
     )
     assert float(bank.sum()) == pytest.approx(0.9994972, rel=1e-5)
     sine = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000).astype(np.float32)
-    mel = dz.mel_spectrogram(sine)
+    mel = ve.mel_spectrogram(sine)
     assert mel.shape == (101, 40)
     assert int(np.argmax(mel[50])) == 13
     assert float(mel[50].max()) == pytest.approx(104.51997, rel=1e-4)
     # Frames from the middle of a signal are the same frames as in the whole.
-    np.testing.assert_allclose(dz._mel_frames(sine, 30, 20), mel[30:50], rtol=1e-5)
+    np.testing.assert_allclose(ve._mel_frames(sine, 30, 20), mel[30:50], rtol=1e-5)
 
 
 def test_same_speaker_embeddings_are_closer_than_other_speakers(
-    encoder: dz.VoiceEncoder, testdata: Path
+    encoder: ve.VoiceEncoder, testdata: Path
 ) -> None:
     lj = [encoder.embed_utterance(load(testdata, f"ljspeech/LJ001-000{i}.flac")) for i in (1, 3)]
     b1221 = [
@@ -261,7 +264,7 @@ def test_same_speaker_embeddings_are_closer_than_other_speakers(
 # ------------------------------------------------------------------------ pipeline
 
 
-def _stereo(testdata: Path) -> tuple[dz.Array, dz.Array]:
+def _stereo(testdata: Path) -> tuple[ve.Array, ve.Array]:
     with av.open(str(testdata / "stereo_diarization.wav")) as container:
         frames = [f.to_ndarray() for f in container.decode(audio=0)]
     pcm = np.concatenate(frames, axis=1).reshape(-1, 2).T.astype(np.float32) / 32768
@@ -283,7 +286,7 @@ STEREO_DER_FLOOR = 1.7 / 5.25
 STEREO_DER_BOUND = (1.7 + 0.4) / 5.25
 
 
-def test_stereo_mix_two_speakers_with_known_count(encoder: dz.VoiceEncoder, testdata: Path) -> None:
+def test_stereo_mix_two_speakers_with_known_count(encoder: ve.VoiceEncoder, testdata: Path) -> None:
     left, right = _stereo(testdata)
     mono = ((left + right) / 2).astype(np.float32)
     turns = dz.diarize(mono, num_speakers=2, encoder=encoder)
@@ -305,7 +308,7 @@ def test_stereo_mix_two_speakers_with_known_count(encoder: dz.VoiceEncoder, test
 
 
 def test_stereo_mix_with_unknown_count_stays_within_the_der_bound(
-    encoder: dz.VoiceEncoder, testdata: Path
+    encoder: ve.VoiceEncoder, testdata: Path
 ) -> None:
     left, right = _stereo(testdata)
     turns = dz.diarize(((left + right) / 2).astype(np.float32), encoder=encoder)
@@ -315,7 +318,7 @@ def test_stereo_mix_with_unknown_count_stays_within_the_der_bound(
     assert der(_stereo_reference(), turns)["der"] <= STEREO_DER_BOUND
 
 
-def _conversation(testdata: Path) -> tuple[dz.Array, list[tuple[float, float, str]]]:
+def _conversation(testdata: Path) -> tuple[ve.Array, list[tuple[float, float, str]]]:
     """Three read-speech speakers in turn, 0.5 s apart; reference from the clip spans."""
     parts = [
         ("ljspeech/LJ001-0001.flac", "lj"),
@@ -336,7 +339,7 @@ def _conversation(testdata: Path) -> tuple[dz.Array, list[tuple[float, float, st
     return np.concatenate([*pieces, gap]), reference
 
 
-def test_conversation_of_three_speakers(encoder: dz.VoiceEncoder, testdata: Path) -> None:
+def test_conversation_of_three_speakers(encoder: ve.VoiceEncoder, testdata: Path) -> None:
     audio, reference = _conversation(testdata)
     turns = dz.diarize(audio, encoder=encoder)
     assert len({t.speaker for t in turns}) == 3
@@ -348,7 +351,7 @@ def test_conversation_of_three_speakers(encoder: dz.VoiceEncoder, testdata: Path
     assert len({t.speaker for t in dz.diarize(audio, min_speakers=4, encoder=encoder)}) == 4
 
 
-def test_given_speech_regions_replace_detection(encoder: dz.VoiceEncoder, testdata: Path) -> None:
+def test_given_speech_regions_replace_detection(encoder: ve.VoiceEncoder, testdata: Path) -> None:
     audio, reference = _conversation(testdata)
     speech = [(s, e) for s, e, _ in reference]
     turns = dz.diarize(audio, speech=speech, encoder=encoder)
@@ -357,7 +360,7 @@ def test_given_speech_regions_replace_detection(encoder: dz.VoiceEncoder, testda
     assert der(reference, turns)["der"] < 0.10
 
 
-def test_silence_and_bad_arguments(encoder: dz.VoiceEncoder) -> None:
+def test_silence_and_bad_arguments(encoder: ve.VoiceEncoder) -> None:
     silence = np.zeros(16000 * 3, np.float32)
     assert dz.diarize(silence, encoder=encoder) == []
     assert dz.speech_regions(silence) == []
@@ -453,7 +456,7 @@ def test_optimal_assignment_matches_brute_force() -> None:
     for _ in range(100):
         rows, cols = (int(v) for v in rng.integers(1, 6, 2))
         gain = rng.random((rows, cols))
-        pairs = dz._assignment(gain)
+        pairs = dm._assignment(gain)
         assert len(pairs) == min(rows, cols)
         k = min(rows, cols)
         best = max(
@@ -465,8 +468,8 @@ def test_optimal_assignment_matches_brute_force() -> None:
 
 
 def test_read_rttm(testdata: Path) -> None:
-    turns = dz.read_rttm(testdata / "ami" / "trn01.rttm")
+    turns = dm.read_rttm(testdata / "ami" / "trn01.rttm")
     assert len(turns) == 6
     assert turns[0] == pytest.approx((2.977, 3.368, "FEO066"))
     assert "MÉO069" in {s for _, _, s in turns}
-    assert dz.read_rttm(testdata / "ami" / "trn01.rttm", file_id="other") == []
+    assert dm.read_rttm(testdata / "ami" / "trn01.rttm", file_id="other") == []
