@@ -63,6 +63,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/pipeline.py
 	$(PY) bench/queueing.py
 	$(PY) bench/speakers.py
+	$(PY) bench/diarize.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
