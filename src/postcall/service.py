@@ -200,8 +200,7 @@ class Service:
                     duration=max(t.offset + t.duration for t in made),
                     streams=tuple(st for _, m in stored for st in m.streams),
                 )
-            self._check_duration(media.duration)
-            validate_metadata(metadata or {}, media)
+            self._admit(media, metadata)
             recording = Recording(
                 id=rec_id,
                 tenant=tenant,
@@ -250,8 +249,7 @@ class Service:
             if size == 0:
                 raise EmptyFile("the object is empty (0 bytes)", field="object_key")
             media = audio.probe(path)
-        self._check_duration(media.duration)
-        validate_metadata(metadata or {}, media)
+        self._admit(media, metadata)
         recording = Recording(
             id=rec_id,
             tenant=tenant,
@@ -277,12 +275,15 @@ class Service:
         self._ensure_free(tenant, recording_id)
         return recording_id
 
-    def _check_duration(self, duration: float) -> None:
+    def _admit(self, media: MediaInfo, metadata: Mapping[str, Any] | None) -> None:
+        """Refuse media over the duration limit, or speaker metadata it cannot carry."""
+        duration = media.duration
         if duration > self.limits.max_duration_s:
             raise DurationExceeded(
                 f"the recording lasts {duration:.0f} s, more than the limit of "
                 f"{self.limits.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
             )
+        validate_metadata(metadata or {}, media)
 
     def _ensure_free(self, tenant: str, recording_id: str) -> None:
         try:

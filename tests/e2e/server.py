@@ -21,22 +21,34 @@ def free_port() -> int:
 
 
 class Server:
-    """Starts ``postcall serve`` with the given environment; stops it on ``stop()``."""
+    """Starts a ``postcall`` server command on a free port; stops it on ``stop()``.
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+    ``command`` is ``serve`` (health at ``/healthz``) or ``whisper-server`` (``/health``,
+    which answers 200 once the model is loaded).
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *args: str,
+        command: str = "serve",
+        health: str = "/healthz",
+        timeout: float = 60,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, **env, "POSTCALL_PORT": str(self.port)}
+        self.health = health
         self._log: IO[bytes] = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "postcall.cli", "serve", *args],
-            env=full_env,
+            [sys.executable, "-m", "postcall.cli", command, "--port", str(self.port), *args],
+            env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(self._healthy, timeout=60, what=f"postcall serve on {self.url}")
+            wait_for(self._healthy, timeout=timeout, what=f"postcall {command} on {self.url}")
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"server did not start; log:\n{self.log()}") from None
@@ -45,7 +57,7 @@ class Server:
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}{self.health}", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -61,3 +73,18 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def model_server(root: Path, model_dir: str, key: str, **env: str) -> Server:
+    """``postcall serve`` with the real model, its own data folder and one API key."""
+    return Server(
+        {
+            "WHISPER_MODEL": model_dir,
+            "POSTCALL_DATA_DIR": str(root / "data"),
+            "POSTCALL_API_KEYS": key,
+            "POSTCALL_AUTH": "required",
+            "POSTCALL_WORKER_POLL_S": "0.2",
+            **env,
+        },
+        root / "server.log",
+    )

@@ -17,7 +17,7 @@ import webvtt
 
 from tests import media
 from tests.conftest import manifest
-from tests.e2e.server import Server
+from tests.e2e.server import Server, model_server
 from tests.helpers import wait_for, wer
 
 pytestmark = pytest.mark.e2e
@@ -37,17 +37,7 @@ ENGLISH = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("e2e")
-    srv = Server(
-        {
-            "WHISPER_MODEL": whisper_model_dir,
-            "POSTCALL_DATA_DIR": str(root / "data"),
-            "POSTCALL_API_KEYS": KEY,
-            "POSTCALL_AUTH": "required",
-            "POSTCALL_WORKER_POLL_S": "0.2",
-        },
-        root / "server.log",
-    )
+    srv = model_server(tmp_path_factory.mktemp("e2e"), whisper_model_dir, KEY)
     yield srv
     srv.stop()
 

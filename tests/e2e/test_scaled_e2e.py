@@ -16,10 +16,10 @@ import pytest
 from tests.conftest import clip
 from tests.contract.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.contract.s3_server import S3Server, s3_server_fixture  # noqa: F401
-from tests.e2e.server import Server, free_port
+from tests.e2e.server import Server
 from tests.e2e.test_native_e2e import LINE, poll, transcribe, upload
 from tests.e2e.workers import WorkerProcess
-from tests.helpers import wait_for, wer
+from tests.helpers import wer
 
 pytestmark = pytest.mark.e2e
 
@@ -122,39 +122,24 @@ def test_workers_through_a_remote_whisper_server(
     whisper_model_dir: str,
 ) -> None:
     env, api = stack
-    import os
-    import subprocess
-    import sys
-
-    port = free_port()
-    log = (tmp_path / "whisper.log").open("wb")
-    whisper = subprocess.Popen(
-        [sys.executable, "-m", "postcall.cli", "whisper-server", "--port", str(port)],
-        env={**os.environ, "WHISPER_MODEL": whisper_model_dir},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    whisper = Server(
+        {"WHISPER_MODEL": whisper_model_dir},
+        tmp_path / "whisper.log",
+        command="whisper-server",
+        health="/health",
+        timeout=120,
     )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     workers: list[WorkerProcess] = []
     try:
-        wait_for(healthy, timeout=60, what="postcall whisper-server")
         workers = [
-            WorkerProcess({**env, "WHISPER_URL": url}, tmp_path / f"rw{i}.log") for i in range(2)
+            WorkerProcess({**env, "WHISPER_URL": whisper.url}, tmp_path / f"rw{i}.log")
+            for i in range(2)
         ]
         with client_for(api) as client:
             transcribe_all(client, testdata)
     finally:
         for w in workers:
             w.kill()
-        whisper.terminate()
-        whisper.wait(timeout=30)
-        log.close()
+        whisper.stop()
     assert not any("loading Whisper model" in w.log() for w in workers)
     assert "POST /v1/audio/transcriptions" in (tmp_path / "whisper.log").read_text()

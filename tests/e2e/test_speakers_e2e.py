@@ -13,7 +13,7 @@ import pytest
 
 from tests import media
 from tests.conftest import clip
-from tests.e2e.server import Server
+from tests.e2e.server import Server, model_server
 from tests.e2e.test_native_e2e import LINE, poll, transcribe
 from tests.helpers import normalize, wer
 
@@ -24,18 +24,10 @@ KEY = "speakers-key"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("speakers")
-    srv = Server(
-        {
-            "WHISPER_MODEL": whisper_model_dir,
-            "POSTCALL_DATA_DIR": str(root / "data"),
-            "POSTCALL_API_KEYS": KEY,
-            "POSTCALL_WORKER_POLL_S": "0.2",
-            # tiny.en hears the one utterance of the far-field AMI excerpt only when the
-            # 30 s file is cut in two (at 300 s chunks it answers no_speech).
-            "POSTCALL_CHUNK_MAX_S": "25",
-        },
-        root / "server.log",
+    # tiny.en hears the one utterance of the far-field AMI excerpt only when the 30 s
+    # file is cut in two (at 300 s chunks it answers no_speech).
+    srv = model_server(
+        tmp_path_factory.mktemp("speakers"), whisper_model_dir, KEY, POSTCALL_CHUNK_MAX_S="25"
     )
     yield srv
     srv.stop()

@@ -3,12 +3,8 @@ and the remote engine (``HttpWhisperEngine``) and raw OpenAI-style requests agai
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import numpy as np
@@ -19,63 +15,21 @@ from postcall.engines.base import EngineOptions
 from postcall.engines.whisper_http import HttpWhisperEngine
 from postcall.errors import EngineUnavailable
 from tests.conftest import clip
-from tests.e2e.server import free_port
-from tests.helpers import wait_for, wer
+from tests.e2e.server import Server, free_port
+from tests.helpers import wer
 
 pytestmark = pytest.mark.e2e
 
 
-class WhisperServer:
-    """``python -m postcall.cli whisper-server`` on a free port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log: IO[bytes] = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "postcall.cli", "whisper-server", "--port", str(self.port)],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            # /health answers 200 once the model is loaded.
-            wait_for(self._healthy, timeout=120, interval=0.2, what=f"whisper-server {self.url}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"whisper-server exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str
-) -> Iterator[WhisperServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("whisper-e2e")
-    srv = WhisperServer(
+    srv = Server(
         {"WHISPER_MODEL": whisper_model_dir, "POSTCALL_DATA_DIR": str(root / "data")},
         root / "whisper-server.log",
+        command="whisper-server",
+        health="/health",
+        timeout=120,
     )
     yield srv
     srv.stop()
@@ -86,7 +40,7 @@ def jfk(testdata: Path) -> Path:
     return testdata / "jfk.flac"
 
 
-def test_engine_transcribes_through_the_server(server: WhisperServer, jfk: Path) -> None:
+def test_engine_transcribes_through_the_server(server: Server, jfk: Path) -> None:
     samples = np.concatenate(list(audio.decode(jfk)))
     with HttpWhisperEngine(server.url, timeout_s=120, retries=1) as engine:
         result = engine.transcribe(samples, EngineOptions(language="en"))
@@ -105,7 +59,7 @@ def test_engine_transcribes_through_the_server(server: WhisperServer, jfk: Path)
             assert 0.0 < word.probability <= 1.0
 
 
-def test_openai_style_requests(server: WhisperServer, jfk: Path) -> None:
+def test_openai_style_requests(server: Server, jfk: Path) -> None:
     reference = clip("jfk.flac")["text"]
     data = jfk.read_bytes()
     with httpx.Client(base_url=server.url, timeout=120) as client:
