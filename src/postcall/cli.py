@@ -69,6 +69,8 @@ def serve(
         )
     if components.workers is not None:
         components.workers.start()
+    if components.dispatcher is not None:
+        components.dispatcher.start()
     try:
         uvicorn.run(
             create_app(components),
@@ -80,6 +82,8 @@ def serve(
     finally:
         if components.workers is not None:
             components.workers.stop()
+        if components.dispatcher is not None:
+            components.dispatcher.stop()
         components.store.close()
 
 
@@ -116,10 +120,14 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pool.start(burst=burst)
+    if components.dispatcher is not None and not burst:
+        components.dispatcher.start()
     while not stopping.is_set():
         if pool.join(timeout=0.5):
             break  # burst mode: the queue is drained
     pool.stop(grace_s=25.0)
+    if components.dispatcher is not None:
+        components.dispatcher.stop()
     components.store.close()
 
 

@@ -256,6 +256,7 @@ class Transcription:
     attempts: int = 0
     result: TranscriptionResult | None = None
     error: TranscriptionError | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def with_status(self, status: TranscriptionStatus, now: datetime) -> Transcription:
         return replace(self, status=status, updated_at=now)

@@ -7,7 +7,9 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
 
     PostcallError
     ├── InvalidInput ............. bad request data (a field, an id, a body)
-    │   └── EmptyFile ............ a zero-byte upload
+    │   ├── EmptyFile ............ a zero-byte upload
+    │   └── InvalidWebhook ....... a webhook endpoint's URL, events or secret (400)
+    │       └── UrlNotAllowed .... a URL whose host is not public (and not allowed)
     ├── NotFound ................. unknown id (or one of another tenant)
     ├── Conflict ................. id already taken, state does not allow it
     ├── Unauthorized ............. missing or wrong API key
@@ -54,6 +56,14 @@ class InvalidInput(PostcallError):
 
 class EmptyFile(InvalidInput):
     code = "empty_file"
+
+
+class InvalidWebhook(InvalidInput):
+    code = "invalid_webhook"
+
+
+class UrlNotAllowed(InvalidWebhook):
+    code = "url_not_allowed"
 
 
 class NotFound(PostcallError):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -111,6 +111,60 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")
     worker_poll_s: float = Field(1.0, description="How often an idle worker looks for work (s).")
     log_level: str = Field("INFO", description="Logging level.")
+
+    # --- webhooks and outbound requests ---------------------------------------
+    allowed_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs that outbound requests (webhooks) may reach even "
+        "though they are not public (loopback, private, link-local, CGNAT, ULA).",
+    )
+    webhook_schedule: str = Field(
+        "0,5,300,1800,7200,18000,36000,36000",
+        description="Seconds before each delivery attempt (jittered by ±20%); its length is "
+        "the number of attempts.",
+    )
+    webhook_timeout_s: float = Field(15.0, gt=0, description="Timeout of one webhook request.")
+    webhook_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a dispatcher owns a delivery it claimed; a delivery whose "
+        "dispatcher died is retried after it. Must exceed the request timeout.",
+    )
+    webhook_poll_s: float = Field(1.0, gt=0, description="How often an idle dispatcher looks.")
+    webhook_concurrency: int = Field(4, ge=1, description="Deliveries one process sends at once.")
+    webhook_rotation_overlap_s: float = Field(
+        86400.0,
+        ge=0,
+        description="After a secret rotation, how long the old secret still signs too.",
+    )
+    webhook_dispatch: bool = Field(
+        True, description="Run a webhook dispatcher in this process (serve and worker)."
+    )
+
+    @field_validator("webhook_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from postcall.webhooks import parse_schedule
+
+        parse_schedule(value)
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from postcall.outbound import parse_networks
+
+        parse_networks(value)
+        return value
+
+    @model_validator(mode="after")
+    def _lease_over_timeout(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                "POSTCALL_WEBHOOK_LEASE_S must be longer than POSTCALL_WEBHOOK_TIMEOUT_S, or "
+                "a slow receiver would get each event twice"
+            )
+        return self
 
     @field_validator("stt_language")
     @classmethod

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from postcall.blobs.base import BlobStore
+from postcall.delivery import Dispatcher, DispatcherConfig
 from postcall.engines.base import Engine
+from postcall.outbound import OutboundPolicy, parse_networks
 from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
+from postcall.webhook_service import WebhookService
+from postcall.webhooks import parse_schedule
 from postcall.worker import WorkerConfig, WorkerPool
 
 
@@ -89,6 +93,16 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
+def dispatcher_config(settings: Settings) -> DispatcherConfig:
+    return DispatcherConfig(
+        schedule=parse_schedule(settings.webhook_schedule),
+        timeout_s=settings.webhook_timeout_s,
+        lease_s=settings.webhook_lease_s,
+        poll_s=settings.webhook_poll_s,
+        concurrency=settings.webhook_concurrency,
+    )
+
+
 @dataclass
 class Components:
     settings: Settings
@@ -96,6 +110,8 @@ class Components:
     blobs: BlobStore
     service: Service
     workers: WorkerPool | None = None
+    webhooks: WebhookService | None = None
+    dispatcher: Dispatcher | None = None
 
 
 def build(
@@ -126,4 +142,9 @@ def build(
         default_language=settings.default_language,
         on_enqueue=workers.notify if workers is not None else None,
     )
-    return Components(settings, store, blobs, service, workers)
+    policy = OutboundPolicy(parse_networks(settings.allowed_networks))
+    webhooks = WebhookService(store, policy, rotation_overlap_s=settings.webhook_rotation_overlap_s)
+    dispatcher = None
+    if settings.webhook_dispatch:
+        dispatcher = Dispatcher(store, policy, dispatcher_config(settings))
+    return Components(settings, store, blobs, service, workers, webhooks, dispatcher)

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import postcall
-from postcall.api import native
+from postcall.api import native, webhooks
 from postcall.api.middleware import UploadLimit
 from postcall.errors import (
     Conflict,
@@ -20,6 +20,7 @@ from postcall.errors import (
     EmptyFile,
     FeatureDisabled,
     InvalidInput,
+    InvalidWebhook,
     MediaError,
     NotFound,
     PayloadTooLarge,
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # The one table: most specific class first.
 HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
     (EmptyFile, 400),
+    (InvalidWebhook, 400),
     (InvalidInput, 422),
     (NotFound, 404),
     (FeatureDisabled, 404),
@@ -75,6 +77,7 @@ def create_app(components: Components) -> FastAPI:
     app.state.components = components
     app.include_router(native.router)
     app.include_router(native.transcriptions)
+    app.include_router(webhooks.router)
     app.add_middleware(
         UploadLimit, max_bytes=components.settings.max_upload_bytes, render=error_response
     )

@@ -28,6 +28,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
+from postcall.store.webhooks_base import WebhookStore
 
 T = TypeVar("T")
 
@@ -40,8 +41,8 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(Protocol):
-    """Records (recordings, transcriptions, API keys) and the job queue."""
+class Store(WebhookStore, Protocol):
+    """Records (recordings, transcriptions, API keys), the job queue and the webhook outbox."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:

@@ -51,6 +51,7 @@ from postcall.domain import (
 )
 from postcall.errors import Conflict, NotFound, WorkerLost
 from postcall.store import redis_lua as lua
+from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import (
     Page,
     decode_cursor,
@@ -61,6 +62,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.redis_webhooks import RedisWebhooks
 
 _GROUP = "workers"
 
@@ -81,7 +83,7 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-class RedisStore:
+class RedisStore(RedisWebhooks):
     """The ``Store`` port on Redis (see the module docstring for the layout)."""
 
     def __init__(
@@ -106,14 +108,15 @@ class RedisStore:
         self._stream = f"{namespace}:queue"
         self._seq = f"{namespace}:seq"
         reg = self._client.register_script
-        self._add_recording = reg(lua.LIB + lua.ADD_RECORDING)
+        self._add_recording = reg(lua.LIB + whlua.EMIT + lua.ADD_RECORDING)
         self._add_transcription = reg(lua.LIB + lua.ADD_TRANSCRIPTION)
         self._delete_transcription = reg(lua.LIB + lua.DELETE_TRANSCRIPTION)
         self._delete_recording = reg(lua.LIB + lua.DELETE_RECORDING)
-        self._claim = reg(lua.LIB + lua.CLAIM)
+        self._claim = reg(lua.LIB + whlua.EMIT + lua.CLAIM)
         self._heartbeat = reg(lua.LIB + lua.HEARTBEAT)
-        self._finish = reg(lua.LIB + lua.FINISH)
+        self._finish = reg(lua.LIB + whlua.EMIT + lua.FINISH)
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
+        self._init_webhooks()
 
     @classmethod
     def from_url(
@@ -161,7 +164,7 @@ class RedisStore:
             "media": media_to_json(r),
             "metadata": _json(r.metadata),
         }
-        keys = [self._rec(r.tenant, r.id), self._recs(r.tenant)]
+        keys = [self._rec(r.tenant, r.id), self._recs(r.tenant), *self._wh_emit_keys()]
         args = [r.id, fields["created_at"], *_flatten(fields)]
         if not self._add_recording(keys, args):
             raise Conflict(f"recording {r.id!r} already exists")
@@ -257,7 +260,7 @@ class RedisStore:
     def claim(self, worker_id: str, *, lease_s: float, max_attempts: int) -> Transcription | None:
         now = self._clock()
         flat = self._claim(
-            [self._leases, self._queued, self._stream],
+            [self._leases, self._queued, self._stream, self._wh_pending],
             [
                 self._tr(),
                 _GROUP,
@@ -266,6 +269,7 @@ class RedisStore:
                 _num(now + lease_s),
                 str(max_attempts),
                 WorkerLost.code,
+                *self._wh_emit_args(),
             ],
         )
         return transcription_from_row(_pairs(flat)) if flat else None
@@ -285,6 +289,7 @@ class RedisStore:
             self._stream,
             self._chunks(transcription_id),
             self._queued,
+            *self._wh_emit_keys(),
         ]
         return bool(self._finish(keys, [_GROUP, worker_id, _num(self._clock()), outcome, *fields]))
 

@@ -35,11 +35,12 @@ local function enqueue(key, queued, stream, h)
 end
 """
 
-# KEYS: rec, recs index. ARGV: id, created_at, field/value pairs...
+# KEYS: rec, recs index, outbox, new event. ARGV: id, created_at, field/value pairs...
 ADD_RECORDING = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+emit_recording(KEYS[3], KEYS[4], KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -93,8 +94,9 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return out
 """
 
-# KEYS: leases, queued, stream. ARGV: tr prefix, group, worker, now, expires,
-# max_attempts, worker_lost code. Returns the claimed job's hash, or false.
+# KEYS: leases, queued, stream, outbox. ARGV: tr prefix, group, worker, now, expires,
+# max_attempts, worker_lost code, event key prefix, event id seed.
+# Returns the claimed job's hash, or false.
 CLAIM = """
 local leases, queued, stream = KEYS[1], KEYS[2], KEYS[3]
 local pfx, group, worker, now_s, expires = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -127,6 +129,7 @@ while true do
         .. ' times and its worker stopped each time; it is not retried again')
     redis.call('HDEL', key, 'lease_owner', 'lease_expires', 'entry')
     redis.call('ZREM', leases, id)
+    emit_transcript(KEYS[4], ARGV[8] .. 'evt_' .. redis.sha1hex(ARGV[9] .. id):sub(1, 32), key)
     drop_pointer(stream, group, h.entry)
     forget_consumer(stream, group, h.lease_owner)
   else
@@ -189,7 +192,8 @@ if h.entry then redis.pcall('XCLAIM', KEYS[3], ARGV[1], ARGV[2], 0, h.entry, 'JU
 return 1
 """
 
-# KEYS: tr, leases, stream, chunks, queued. ARGV: group, worker, now, outcome, field/values...
+# KEYS: tr, leases, stream, chunks, queued, outbox, new event.
+# ARGV: group, worker, now, outcome, field/values...
 # outcome: 'completed' (drops kept chunks), 'failed', or 'queued' (a release).
 FINISH = """
 local h = hgetall(KEYS[1])
@@ -201,6 +205,7 @@ redis.call('ZREM', KEYS[2], h.id)
 drop_pointer(KEYS[3], ARGV[1], h.entry)
 forget_consumer(KEYS[3], ARGV[1], ARGV[2])
 if outcome == 'completed' then redis.call('DEL', KEYS[4]) end
+if outcome ~= 'queued' then emit_transcript(KEYS[6], KEYS[7], KEYS[1]) end
 if outcome == 'queued' then
   local attempts = math.max(tonumber(h.attempts) - 1, 0)
   redis.call('HSET', KEYS[1], 'attempts', attempts)

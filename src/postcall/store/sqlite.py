@@ -34,6 +34,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhooks
 
 T = TypeVar("T")
 
@@ -88,7 +89,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-class SqliteStore:
+class SqliteStore(SqliteWebhooks):
     """The ``Store`` port on one SQLite file."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
@@ -99,7 +100,9 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+        self._conn().executescript(
+            _SCHEMA + WEBHOOK_SCHEMA
+        )  # executescript manages its own transaction
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
@@ -160,6 +163,7 @@ class SqliteStore:
                         _json(recording.metadata),
                     ),
                 )
+                self._emit_recording(db, recording)
         except sqlite3.IntegrityError:
             raise Conflict(f"recording {recording.id!r} already exists") from None
 
@@ -310,6 +314,7 @@ class SqliteStore:
                             row["id"],
                         ),
                     )
+                    self._emit_transcript(db, row["id"])
                     continue
                 db.execute(
                     "UPDATE transcriptions SET status=?, updated_at=?, lease_owner=?,"
@@ -361,6 +366,7 @@ class SqliteStore:
                 ),
             )
             db.execute("DELETE FROM chunks WHERE transcription_id=?", (transcription_id,))
+            self._emit_transcript(db, transcription_id)
             return True
 
     def fail(self, transcription_id: str, worker_id: str, error: TranscriptionError) -> bool:
@@ -378,6 +384,7 @@ class SqliteStore:
                     transcription_id,
                 ),
             )
+            self._emit_transcript(db, transcription_id)
             return True
 
     def release(self, transcription_id: str, worker_id: str) -> bool:
