@@ -195,6 +195,8 @@ class Dispatcher:
                 return _Outcome(code, f"HTTP {code}", retry_after)
         except UrlNotAllowed as exc:
             return _Outcome(error=f"refused, no request sent: {exc.message}")
+        except httpx.InvalidURL as exc:
+            return _Outcome(error=f"refused, no request sent: {exc}")
         except httpx.TimeoutException:
             return _Outcome(error=f"no answer within {self.config.timeout_s:g} s")
         except httpx.HTTPError as exc:

@@ -109,6 +109,10 @@ class OutboundPolicy:
 
     def check_url(self, url: str) -> None:
         """Refuse a URL that is not http(s) with a host, or whose host is not permitted."""
+        try:
+            httpx.URL(url)  # what the client will send must parse too
+        except httpx.InvalidURL as exc:
+            raise UrlNotAllowed(f"the URL is not valid: {exc}", field="url") from None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UrlNotAllowed("the URL must be http:// or https:// with a host", field="url")
