@@ -121,7 +121,10 @@ def child(kind: str, model_dir: str, path: str) -> dict[str, Any]:
         from postcall.pipeline import assemble, transcribe_media
         from postcall.settings import Settings
 
-        engine = FasterWhisperEngine(model_dir, cpu_threads=threads)
+        settings = Settings()  # POSTCALL_WHISPER_BATCH_SIZE=1 measures sequential decoding
+        engine = FasterWhisperEngine(
+            model_dir, cpu_threads=threads, batch_size=settings.whisper_batch_size
+        )
         engine.load()
         got["engine_s"] = 0.0
 
@@ -136,7 +139,7 @@ def child(kind: str, model_dir: str, path: str) -> dict[str, Any]:
         duration = audio.probe(path).duration
         options = EngineOptions(language="en", beam_size=5)
         chunks = transcribe_media(
-            path, Timed(), options, duration=duration, chunk_max_s=Settings().resolved_chunk_max_s
+            path, Timed(), options, duration=duration, chunk_max_s=settings.resolved_chunk_max_s
         )
         document = assemble(
             chunks,

@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from postcall import formats
+from postcall.errors import PostcallError
 from postcall.settings import Settings
+
+if TYPE_CHECKING:
+    from postcall.worker import WorkerPool
 
 app = typer.Typer(help="postcall: self-hosted post-call transcription.", no_args_is_help=True)
 keys = typer.Typer(help="Manage API keys (stored only as hashes).", no_args_is_help=True)
@@ -35,12 +40,29 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _preload(pool: WorkerPool, wanted: bool) -> None:
+    """Load the model before taking jobs; a model that cannot load stops the start."""
+    if not wanted:
+        return
+    started = time.monotonic()
+    try:
+        if pool.preload():
+            logging.getLogger("postcall").info(
+                "model preloaded in %.1f s", time.monotonic() - started
+            )
+    except PostcallError as exc:
+        raise _fail(exc.message) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (POSTCALL_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (POSTCALL_PORT).")] = None,
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="API only: run no in-process worker.")
+    ] = False,
+    preload: Annotated[
+        bool, typer.Option("--preload", help="Load the model now (POSTCALL_WHISPER_PRELOAD).")
     ] = False,
 ) -> None:
     """Run the HTTP API with an in-process worker (embedded mode)."""
@@ -68,6 +90,7 @@ def serve(
             "'postcall keys create' (POSTCALL_AUTH=disabled allows anonymous loopback use)"
         )
     if components.workers is not None:
+        _preload(components.workers, preload or settings.whisper_preload)
         components.workers.start()
     if components.dispatcher is not None:
         components.dispatcher.start()
@@ -93,6 +116,9 @@ def worker(
         int, typer.Option(help="Jobs this process runs at once (one model, shared).")
     ] = 1,
     burst: Annotated[bool, typer.Option("--burst", help="Drain the queue, then exit.")] = False,
+    preload: Annotated[
+        bool, typer.Option("--preload", help="Load the model now (POSTCALL_WHISPER_PRELOAD).")
+    ] = False,
 ) -> None:
     """Run workers only (scaled mode): claim jobs from the shared store and run them.
 
@@ -119,6 +145,7 @@ def worker(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    _preload(pool, preload or settings.whisper_preload)
     pool.start(burst=burst)
     if components.dispatcher is not None and not burst:
         components.dispatcher.start()

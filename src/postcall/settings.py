@@ -77,6 +77,24 @@ class Settings(BaseSettings):
     )
     whisper_cpu_threads: int = Field(0, description="CPU threads for inference; 0 = all cores.")
     whisper_beam_size: int = Field(5, description="Beam size for decoding.")
+    whisper_batch_size: int = Field(
+        0,
+        ge=0,
+        description="Decoding windows run at once (batched inference); 0 = auto (8 on a "
+        "CPU, 16 on a GPU), 1 = sequential decoding.",
+    )
+    whisper_idle_unload_s: float = Field(
+        0.0,
+        ge=0,
+        validation_alias=AliasChoices(
+            "WHISPER_IDLE_UNLOAD_S", "POSTCALL_WHISPER_IDLE_UNLOAD_S", "whisper_idle_unload_s"
+        ),
+        description="Drop the loaded model after this many idle seconds (frees GPU "
+        "memory); 0 = keep it loaded.",
+    )
+    whisper_preload: bool = Field(
+        False, description="Load the model when a worker starts instead of at its first job."
+    )
     whisper_api: Literal["openai", "whispercpp"] = Field(
         "openai",
         description="Remote protocol: OpenAI-compatible /v1/audio/transcriptions or "

@@ -78,6 +78,8 @@ def build_local_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
         compute_type=settings.whisper_compute_type,
         cpu_threads=settings.whisper_cpu_threads,
         num_workers=concurrency,
+        batch_size=settings.whisper_batch_size,
+        idle_unload_s=settings.whisper_idle_unload_s,
     )
 
 

@@ -37,7 +37,7 @@ from postcall.domain import (
     started_at_from_metadata,
     timeline_from_metadata,
 )
-from postcall.engines.base import Engine, EngineOptions
+from postcall.engines.base import Engine, EngineOptions, Loadable
 from postcall.errors import DurationExceeded, NotFound, PostcallError
 from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
 from postcall.service import document_key
@@ -321,6 +321,15 @@ class WorkerPool:
     def notify(self) -> None:
         for w in self.workers:
             w.notify()
+
+    def preload(self) -> bool:
+        """Load the in-process model now rather than at the first job; False when the
+        engine has nothing to load (a remote one)."""
+        engine = self.workers[0].engine
+        if not isinstance(engine, Loadable):
+            return False
+        engine.load()
+        return True
 
     def start(self, *, burst: bool = False) -> None:
         for i, w in enumerate(self.workers):

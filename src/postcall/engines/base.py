@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -34,4 +34,13 @@ class Engine(Protocol):
 
     def transcribe(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
         """Transcribe ``audio``; raise ``EngineError`` or ``ModelUnavailable`` on failure."""
+        ...
+
+
+@runtime_checkable
+class Loadable(Protocol):
+    """An engine that holds a model in this process and can load it ahead of use."""
+
+    def load(self) -> Any:
+        """Load the model now (once); raise ``ModelUnavailable`` when it cannot be."""
         ...

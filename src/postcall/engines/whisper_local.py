@@ -1,14 +1,26 @@
 """In-process faster-whisper (CTranslate2): CPU int8 or GPU float16.
 
-The model loads lazily on the first call, once per process, behind a lock. Nothing
-here is imported by the API process: wiring imports this module only for workers.
+The model loads lazily on the first call (or at start with ``preload``), once per
+process, behind a lock, and stays loaded between jobs; with ``idle_unload_s`` it is
+dropped after that long without work, to give the memory (a GPU's above all) back,
+and loads again on the next call. Nothing here is imported by the API process:
+wiring imports this module only for workers.
+
+Decoding is batched by default: the chunk's speech regions (Silero VAD) are packed
+into 30-second windows cut only at pauses (``windows.plan_windows``), and those
+windows are decoded ``batch_size`` at a time by faster-whisper's
+``BatchedInferencePipeline`` through its clip timestamps, so that no window boundary
+falls inside a word. ``batch_size=1`` decodes sequentially instead.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +29,7 @@ import numpy.typing as npt
 
 from postcall.domain import Segment, Word
 from postcall.engines.base import EngineOptions, EngineResult
+from postcall.engines.windows import plan_windows, splice, split_segment
 from postcall.errors import EngineError, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,14 @@ SIZE_NAMES = (
 )
 
 
+# Pauses inside a decoding window are shortened to this; longer ones make decoding
+# without timestamps stop early and drop the words after them.
+MAX_GAP_S = 0.3
+# Speech regions: Silero VAD with short pauses counted as gaps, padded a little.
+VAD_MIN_SILENCE_MS = 160
+VAD_PAD_MS = 200
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -52,9 +73,28 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_compute_type(compute_type: str, device: str) -> str:
+    """``auto``: float16 on a GPU that has it (else int8_float16), int8 on a CPU."""
     if compute_type != "auto":
         return compute_type
-    return "float16" if device == "cuda" else "int8"
+    import ctranslate2
+
+    supported = ctranslate2.get_supported_compute_types(device)
+    preferred = ("float16", "int8_float16", "int8") if device == "cuda" else ("int8",)
+    return next((c for c in preferred if c in supported), "default")
+
+
+def resolve_batch_size(batch_size: int, device: str) -> int:
+    """``0`` (auto): 16 windows at once on a GPU, 8 on a CPU."""
+    if batch_size > 0:
+        return batch_size
+    return 16 if device == "cuda" else 8
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class FasterWhisperEngine:
@@ -68,14 +108,26 @@ class FasterWhisperEngine:
         compute_type: str = "auto",
         cpu_threads: int = 0,
         num_workers: int = 1,
+        batch_size: int = 0,
+        idle_unload_s: float = 0.0,
     ) -> None:
         self.model_name = model
         self._device = device
         self._compute_type = compute_type
-        self._cpu_threads = cpu_threads or os.cpu_count() or 1
+        self._cpu_threads = cpu_threads or available_cpus()
         self._num_workers = max(1, num_workers)  # transcriptions that may run at once
+        self._batch_size = batch_size
+        self._idle_unload_s = idle_unload_s
         self._model: Any = None
+        self._batched: Any = None
         self._lock = threading.Lock()
+        self._active = 0
+        self._last_used = time.monotonic()
+        self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
+        self.device = ""
+        self.compute_type = ""
+        self.batch_size = 0
 
     @property
     def loaded(self) -> bool:
@@ -86,7 +138,38 @@ class FasterWhisperEngine:
         with self._lock:
             if self._model is None:
                 self._model = self._load()
+                self._batched = None
+                if self._idle_unload_s > 0 and self._reaper is None:
+                    self._reaper = threading.Thread(
+                        target=self._unload_when_idle, name="whisper-idle-unload", daemon=True
+                    )
+                    self._reaper.start()
+            self._last_used = time.monotonic()
             return self._model
+
+    def unload(self) -> bool:
+        """Drop the model now unless a transcription is running; True when dropped."""
+        with self._lock:
+            if self._model is None or self._active:
+                return False
+            self._model = self._batched = None
+        gc.collect()
+        log.info("unloaded Whisper model %s", self.model_name)
+        return True
+
+    def close(self) -> None:
+        """Stop the idle check and drop the model."""
+        self._closed.set()
+        self.unload()
+
+    def _unload_when_idle(self) -> None:
+        interval = min(max(self._idle_unload_s / 4, 0.05), 5.0)
+        while not self._closed.wait(interval):
+            with self._lock:
+                idle = time.monotonic() - self._last_used
+                due = self._model is not None and not self._active
+            if due and idle >= self._idle_unload_s:
+                self.unload()
 
     def _load(self) -> Any:
         name = self.model_name
@@ -107,12 +190,15 @@ class FasterWhisperEngine:
 
             device = resolve_device(self._device)
             compute_type = resolve_compute_type(self._compute_type, device)
+            self.device, self.compute_type = device, compute_type
+            self.batch_size = resolve_batch_size(self._batch_size, device)
             log.info(
-                "loading Whisper model %s on %s (%s, %d threads)",
+                "loading Whisper model %s on %s (%s, %d threads, batch %d)",
                 name,
                 device,
                 compute_type,
                 self._cpu_threads,
+                self.batch_size,
             )
             return WhisperModel(
                 name,
@@ -133,7 +219,11 @@ class FasterWhisperEngine:
 
     def transcribe(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
         model = self.load()
+        with self._lock:
+            self._active += 1
         try:
+            if self.batch_size > 1:
+                return self._transcribe_batched(model, audio, options)
             raw_segments, info = model.transcribe(
                 audio,
                 language=options.language,
@@ -142,21 +232,65 @@ class FasterWhisperEngine:
                 word_timestamps=options.word_timestamps,
             )
             segments = tuple(_segment(s) for s in raw_segments)
+            return EngineResult(language=str(info.language), segments=segments)
         except Exception as exc:
             raise EngineError(f"inference failed: {exc}") from exc
-        return EngineResult(language=str(info.language), segments=segments)
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._last_used = time.monotonic()
+
+    def _transcribe_batched(
+        self, model: Any, audio: npt.NDArray[np.float32], options: EngineOptions
+    ) -> EngineResult:
+        from faster_whisper import BatchedInferencePipeline
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        if options.vad:
+            found = get_speech_timestamps(
+                audio,
+                VadOptions(min_silence_duration_ms=VAD_MIN_SILENCE_MS, speech_pad_ms=VAD_PAD_MS),
+            )
+            speech = [(int(r["start"]), int(r["end"])) for r in found]
+        else:
+            speech = [(0, int(audio.size))]
+        windows = plan_windows(speech, audio, max_gap_s=MAX_GAP_S)
+        if not windows:
+            return EngineResult(language=options.language or "", segments=())
+        spliced = splice(audio, windows, max_gap_s=MAX_GAP_S)
+        with self._lock:
+            if self._batched is None:
+                self._batched = BatchedInferencePipeline(model)
+            pipeline = self._batched
+        raw_segments, info = pipeline.transcribe(
+            spliced.audio,
+            language=options.language,
+            beam_size=options.beam_size,
+            word_timestamps=options.word_timestamps,
+            batch_size=self.batch_size,
+            clip_timestamps=[{"start": a, "end": b} for a, b in spliced.clips],
+        )
+        segments: list[Segment] = []
+        for raw in raw_segments:
+            segment = _segment(raw, spliced.to_original)
+            if segment.text:
+                segments.extend(split_segment(segment))
+        return EngineResult(language=str(info.language), segments=tuple(segments))
 
 
-def _segment(raw: Any) -> Segment:
+def _segment(raw: Any, to_original: Callable[[float], float] | None = None) -> Segment:
+    """A faster-whisper segment as ours, its times mapped by ``to_original``."""
+    t = to_original or float
     words = tuple(
         Word(
-            start=float(w.start),
-            end=float(w.end),
+            start=round(t(float(w.start)), 3),
+            end=round(t(float(w.end)), 3),
             text=str(w.word).strip(),
             probability=float(w.probability),
         )
         for w in (raw.words or ())
     )
-    return Segment(
-        start=float(raw.start), end=float(raw.end), text=str(raw.text).strip(), words=words
-    )
+    start, end = round(t(float(raw.start)), 3), round(t(float(raw.end)), 3)
+    if words:  # a batched window's segment spans the window; its words are exact
+        start, end = words[0].start, words[-1].end
+    return Segment(start=start, end=end, text=str(raw.text).strip(), words=words)
