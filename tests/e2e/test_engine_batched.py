@@ -1,0 +1,102 @@
+"""The in-process engine with the real tiny.en model: batched windows cut at pauses,
+continuous speech that no pause splits, and the model's life (idle unload, preload)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from postcall import audio
+from postcall.engines.base import EngineOptions
+from postcall.engines.whisper_local import FasterWhisperEngine
+from tests.conftest import manifest
+from tests.helpers import wait_for, wer
+
+pytestmark = pytest.mark.e2e
+RATE = 16000
+
+
+def read_speech(testdata: Path) -> list[tuple[str, np.ndarray]]:
+    clips = [e for e in manifest() if e["audio"].startswith(("librispeech/", "ljspeech/"))]
+    return [(e["text"], np.concatenate(list(audio.decode(testdata / e["audio"])))) for e in clips]
+
+
+@pytest.fixture(scope="module")
+def engines(whisper_model_dir: str) -> dict[str, FasterWhisperEngine]:
+    return {
+        "batched": FasterWhisperEngine(whisper_model_dir, batch_size=8),
+        "sequential": FasterWhisperEngine(whisper_model_dir, batch_size=1),
+    }
+
+
+def test_continuous_speech_keeps_its_words_across_window_cuts(
+    testdata: Path, engines: dict[str, FasterWhisperEngine]
+) -> None:
+    # The read-speech clips back to back with only 50 ms between them: well over 30 s
+    # that a voice-activity detector sees as one stretch of speech, so the windows must
+    # be cut inside it.
+    clips, seconds = [], 0.0
+    for text, samples in read_speech(testdata):  # about 70 s: two or three windows
+        if seconds < 70:
+            clips.append((text, samples))
+            seconds += samples.size / RATE
+    gap = np.zeros(int(0.05 * RATE), dtype=np.float32)
+    samples = np.concatenate([part for _, a in clips for part in (a, gap)])
+    reference = " ".join(text for text, _ in clips)
+    assert samples.size / RATE > 45
+    options = EngineOptions(language="en", beam_size=5)
+    batched = engines["batched"].transcribe(samples, options)
+    sequential = engines["sequential"].transcribe(samples, options)
+    text = " ".join(s.text for s in batched.segments)
+    batched_wer = wer(reference, text)
+    sequential_wer = wer(reference, " ".join(s.text for s in sequential.segments))
+    print(
+        f"continuous speech {samples.size / RATE:.0f} s: WER batched {batched_wer:.3f}, "
+        f"sequential {sequential_wer:.3f}"
+    )
+    assert batched_wer <= sequential_wer + 0.03, (batched_wer, sequential_wer, text)
+    assert batched_wer < 0.2
+    # Times are on the input's timeline, in order, and segments are sentence-sized.
+    words = [w for s in batched.segments for w in s.words]
+    assert all(0 <= w.start <= w.end <= samples.size / RATE + 0.01 for w in words)
+    assert all(a.start <= b.start + 0.01 for a, b in zip(words, words[1:], strict=False))
+    assert max(s.end - s.start for s in batched.segments) <= 12.5
+
+
+def test_silence_gives_no_segments(engines: dict[str, FasterWhisperEngine]) -> None:
+    result = engines["batched"].transcribe(np.zeros(10 * RATE, dtype=np.float32), EngineOptions())
+    assert result.segments == ()
+
+
+def test_idle_model_is_unloaded_and_loads_again(testdata: Path, whisper_model_dir: str) -> None:
+    engine = FasterWhisperEngine(whisper_model_dir, idle_unload_s=0.3)
+    samples = np.concatenate(list(audio.decode(testdata / "jfk.flac")))
+    first = engine.transcribe(samples, EngineOptions())
+    wait_for(lambda: not engine.loaded, timeout=10, what="the idle model to be unloaded")
+    second = engine.transcribe(samples, EngineOptions())
+    assert engine.loaded
+    assert first.segments and second.segments
+    engine.close()
+    assert not engine.loaded
+
+
+def test_preload_with_a_bad_model_stops_the_worker_at_once(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WHISPER_MODEL": str(tmp_path / "no-model-here"),
+        "POSTCALL_DATA_DIR": str(tmp_path / "data"),
+        "POSTCALL_WEBHOOK_DISPATCH": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "postcall.cli", "worker", "--preload"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "model.bin" in done.stderr
