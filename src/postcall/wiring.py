@@ -11,6 +11,7 @@ from postcall.engines.base import Engine
 from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
+from postcall.transcripts import Transcripts
 from postcall.worker import WorkerConfig, WorkerPool
 
 
@@ -95,6 +96,7 @@ class Components:
     store: Store
     blobs: BlobStore
     service: Service
+    transcripts: Transcripts
     workers: WorkerPool | None = None
 
 
@@ -125,5 +127,8 @@ def build(
         ),
         default_language=settings.default_language,
         on_enqueue=workers.notify if workers is not None else None,
+        max_transcripts_per_recording=settings.max_transcripts_per_recording,
     )
-    return Components(settings, store, blobs, service, workers)
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    transcripts = Transcripts(service, ttl_s=settings.download_url_ttl_s, secret=secret)
+    return Components(settings, store, blobs, service, transcripts, workers)

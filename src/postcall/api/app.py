@@ -12,19 +12,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import postcall
-from postcall.api import native
+from postcall.api import native, recall
+from postcall.api.idempotency import DigestBodies
 from postcall.api.middleware import UploadLimit
 from postcall.errors import (
     Conflict,
     DurationExceeded,
     EmptyFile,
     FeatureDisabled,
+    Forbidden,
     InvalidInput,
     MediaError,
     NotFound,
     PayloadTooLarge,
     PostcallError,
     Unauthorized,
+    Unsupported,
     UnsupportedMedia,
 )
 from postcall.wiring import Components
@@ -34,11 +37,13 @@ log = logging.getLogger(__name__)
 # The one table: most specific class first.
 HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
     (EmptyFile, 400),
+    (Unsupported, 400),
     (InvalidInput, 422),
     (NotFound, 404),
     (FeatureDisabled, 404),
     (Conflict, 409),
     (Unauthorized, 401),
+    (Forbidden, 403),
     (PayloadTooLarge, 413),
     (UnsupportedMedia, 415),
     (DurationExceeded, 422),
@@ -75,9 +80,11 @@ def create_app(components: Components) -> FastAPI:
     app.state.components = components
     app.include_router(native.router)
     app.include_router(native.transcriptions)
+    app.include_router(recall.router)
     app.add_middleware(
         UploadLimit, max_bytes=components.settings.max_upload_bytes, render=error_response
     )
+    app.add_middleware(DigestBodies)
 
     @app.exception_handler(PostcallError)
     async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:

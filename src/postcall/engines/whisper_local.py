@@ -140,6 +140,7 @@ class FasterWhisperEngine:
                 beam_size=options.beam_size,
                 vad_filter=options.vad,
                 word_timestamps=options.word_timestamps,
+                initial_prompt=options.prompt or None,
             )
             segments = tuple(_segment(s) for s in raw_segments)
         except Exception as exc:
