@@ -127,7 +127,8 @@ class Transcripts:
         wanted = None if statuses is None else set(statuses)
         found: list[Transcription] = []
         while True:
-            page = self.service.list_transcriptions(
+            # The store, not the service: an unknown recording filters to nothing.
+            page = self.service.store.list_transcriptions(
                 tenant, recording_id=recording_id, limit=max(limit, 100), cursor=cursor
             )
             for t in page.items:
