@@ -12,16 +12,14 @@ from postcall.domain import SpeakerMode, TranscriptionOptions
 from postcall.errors import LimitReached, NotFound
 from postcall.store.base import Store
 from postcall.store.idempotency import IdempotencyEntry, StoredResponse
+from tests.contract import test_store as contract
 from tests.contract.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
-from tests.contract.test_store import (  # noqa: F401 (fixtures)
-    Clock,
-    StoreFactory,
-    clock,
-    job,
-    make_store,
-    recording,
-    store,
-)
+from tests.contract.test_store import Clock, StoreFactory, job, recording
+
+# The contract suite's fixtures: the same backends, started the same way.
+make_store = contract.make_store
+clock = contract.clock
+store = contract.store
 
 DAY = 24 * 3600.0
 

@@ -18,8 +18,8 @@ from postcall.domain import SpeakerMode
 from postcall.signing import LinkSigner
 from postcall.transcripts import LINK_KIND, SECRET_NAME
 from tests.fakes import ScriptedEngine
-from tests.unit.test_api import make_client, tone, upload
 from tests.media import write_audio
+from tests.unit.test_api import make_client, tone, upload
 
 STARTED = "2026-03-01T10:00:00+00:00"
 META = {
