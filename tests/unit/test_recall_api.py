@@ -186,6 +186,18 @@ def test_provider_block_errors_list_what_is_supported(
     assert error["code"] == code and says in error["message"], error
 
 
+def test_a_body_that_is_not_json_is_invalid_input(api: Any, wav: bytes) -> None:
+    client, _ = api
+    rec = upload(client, wav).json()
+    for url in (
+        f"/api/v1/recording/{rec['id']}/create_transcript/",
+        f"/v1/recordings/{rec['id']}/transcribe",
+    ):
+        r = client.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_input"
+
+
 def test_configured_model_and_auto_language_are_accepted(data_dir: Path, wav: bytes) -> None:
     client, comps = make_client(data_dir, whisper_model="/models/faster-whisper-tiny.en")
     rec = upload(client, wav).json()

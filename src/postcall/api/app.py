@@ -114,9 +114,18 @@ def create_app(components: Components) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # The framework's own refusals: an unknown route, a body that is not JSON.
-        code = {404: "not_found", 400: "invalid_input"}.get(exc.status_code)
-        code = code or f"http_{exc.status_code}"
+        if exc.status_code == 400:  # the framework could not parse the body (not JSON)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "invalid_input",
+                        "message": f"body: {exc.detail}",
+                        "field": "body",
+                    }
+                },
+                status_code=422,
+            )
+        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,

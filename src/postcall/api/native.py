@@ -206,7 +206,7 @@ def delete_recording(recording_id: str, tenant: Tenant, svc: Svc) -> Response:
     "/recordings/{recording_id}/transcribe",
     status_code=202,
     response_model=TranscribeAccepted,
-    responses=error_responses(400, 409),
+    responses=error_responses(409),
 )
 async def transcribe(
     recording_id: str,
