@@ -223,6 +223,11 @@ class TranscriptionOptions:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    prompt: str | None = None
+    """Text the model is primed with (names, jargon); Whisper's initial prompt."""
+    requested: dict[str, Any] = field(default_factory=dict)
+    """The request as its API style phrased it, echoed back (the Recall-style API keeps
+    its ``provider`` and ``diarization`` blocks here)."""
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,15 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
     PostcallError
     ├── InvalidInput ............. bad request data (a field, an id, a body)
     │   ├── EmptyFile ............ a zero-byte upload
-    │   └── InvalidWebhook ....... a webhook endpoint's URL, events or secret (400)
-    │       └── UrlNotAllowed .... a URL whose host is not public (and not allowed)
+    │   ├── InvalidWebhook ....... a webhook endpoint's URL, events or secret (400)
+    │   │   └── UrlNotAllowed .... a URL whose host is not public (and not allowed)
+    │   ├── Unsupported .......... an unknown provider, option or model (lists the known)
+    │   └── IdempotencyMismatch .. an Idempotency-Key reused with another request
     ├── NotFound ................. unknown id (or one of another tenant)
     ├── Conflict ................. id already taken, state does not allow it
+    │   ├── LimitReached ......... a recording already has its most transcripts
+    │   └── InFlight ............. the first request with this Idempotency-Key still runs
+    ├── Forbidden ................ a signed link that is expired or tampered with
     ├── Unauthorized ............. missing or wrong API key
     ├── FeatureDisabled .......... the endpoint is switched off by a setting
     ├── PayloadTooLarge .......... upload over POSTCALL_MAX_UPLOAD_BYTES
@@ -66,12 +71,32 @@ class UrlNotAllowed(InvalidWebhook):
     code = "url_not_allowed"
 
 
+class Unsupported(InvalidInput):
+    code = "unsupported"
+
+
+class IdempotencyMismatch(InvalidInput):
+    code = "idempotency_key_reused"
+
+
 class NotFound(PostcallError):
     code = "not_found"
 
 
 class Conflict(PostcallError):
     code = "conflict"
+
+
+class LimitReached(Conflict):
+    code = "transcript_limit"
+
+
+class InFlight(Conflict):
+    code = "idempotency_in_flight"
+
+
+class Forbidden(PostcallError):
+    code = "forbidden"
 
 
 class Unauthorized(PostcallError):

@@ -42,6 +42,9 @@ from postcall.store.base import Page, Store
 
 log = logging.getLogger(__name__)
 
+MAX_PROMPT_CHARS = 2000
+"""Longest initial prompt accepted (Whisper keeps its last 224 tokens anyway)."""
+
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -53,6 +56,15 @@ def diarization_available() -> bool:
 def document_key(transcription_id: str) -> str:
     """Where a transcription's document lives in the blob store (derived, so idempotent)."""
     return f"transcripts/{transcription_id.removeprefix('tr_')}.json"
+
+
+def rendering_key(transcription_id: str, fmt: str) -> str:
+    """Where a rendering of the document is kept for a pre-signed link (S3)."""
+    return f"transcripts/{transcription_id.removeprefix('tr_')}.{fmt}.json"
+
+
+RENDERED_FORMATS = ("recall",)
+"""Renderings that may be kept beside a document (deleted with it)."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +147,13 @@ class Service:
         limits: Limits | None = None,
         default_language: str | None = "en",
         on_enqueue: Callable[[], None] | None = None,
+        max_transcripts_per_recording: int | None = 10,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.limits = limits or Limits()
         self.default_language = default_language
+        self.max_transcripts_per_recording = max_transcripts_per_recording
         self._on_enqueue = on_enqueue
 
     # --- recordings ---------------------------------------------------------------
@@ -304,7 +318,12 @@ class Service:
         if is_generated(recording.media_key):  # registered objects belong to the client
             self.blobs.delete(recording.media_key)
         for t in transcriptions:
-            self.blobs.delete(document_key(t.id))
+            self._delete_documents(t.id)
+
+    def _delete_documents(self, transcription_id: str) -> None:
+        self.blobs.delete(document_key(transcription_id))
+        for fmt in RENDERED_FORMATS:
+            self.blobs.delete(rendering_key(transcription_id, fmt))
 
     # --- transcriptions -----------------------------------------------------------
     def request_transcription(
@@ -317,12 +336,22 @@ class Service:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        requested: Mapping[str, Any] | None = None,
     ) -> Transcription:
         """Queue a transcription of a stored recording.
 
         ``speakers`` is resolved here against what the recording carries, so a mode the
-        recording cannot give is refused at once rather than failing later.
+        recording cannot give is refused at once rather than failing later. A recording
+        has at most ``max_transcripts_per_recording`` transcriptions (``LimitReached``).
+        ``requested`` is kept to be echoed back (see ``TranscriptionOptions``).
         """
+        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInput(
+                f"prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}",
+                field="prompt",
+            )
         try:
             lang = normalize_language(language, self.default_language)
         except ValueError as exc:
@@ -340,6 +369,8 @@ class Service:
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
+            prompt=prompt or None,
+            requested=dict(requested or {}),
         )
         now = utcnow()
         transcription = Transcription(
@@ -350,8 +381,9 @@ class Service:
             options=options,
             created_at=now,
             updated_at=now,
+            metadata=dict(metadata or {}),
         )
-        self.store.add_transcription(transcription)
+        self.store.add_transcription(transcription, limit=self.max_transcripts_per_recording)
         if self._on_enqueue is not None:
             self._on_enqueue()
         return transcription
@@ -370,7 +402,7 @@ class Service:
 
     def delete_transcription(self, tenant: str, transcription_id: str) -> None:
         self.store.delete_transcription(tenant, transcription_id)
-        self.blobs.delete(document_key(transcription_id))
+        self._delete_documents(transcription_id)
 
     def get_document(self, tenant: str, transcription_id: str) -> TranscriptDocument:
         """The finished transcript; ``Conflict`` (code ``not_ready``) before it exists."""

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -124,6 +124,31 @@ class Settings(BaseSettings):
         if self.chunk_max_s is not None:
             return self.chunk_max_s
         return 30.0 if self.whisper_url else 300.0
+
+    max_transcripts_per_recording: int = Field(
+        10,
+        ge=1,
+        description="Transcripts one recording may have at once; deleting one frees its place.",
+    )
+    download_url_ttl_s: int = Field(
+        6 * 3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Lifetime of a transcript's download_url (s); at most 7 days.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs download links served by postcall (local blob folder); "
+        "default: one generated once and kept in the store, shared by every API process.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="Base URL clients reach postcall at, for the links it hands out; "
+        "default: the URL the request came to.",
+    )
+    idempotency_ttl_s: float = Field(
+        24 * 3600.0, gt=0, description="How long an Idempotency-Key's response is kept (s)."
+    )
 
     lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")

@@ -13,6 +13,7 @@ from postcall.outbound import OutboundPolicy, parse_networks
 from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
+from postcall.transcripts import Transcripts
 from postcall.webhook_service import WebhookService
 from postcall.webhooks import parse_schedule
 from postcall.worker import WorkerConfig, WorkerPool
@@ -111,6 +112,7 @@ class Components:
     store: Store
     blobs: BlobStore
     service: Service
+    transcripts: Transcripts
     workers: WorkerPool | None = None
     webhooks: WebhookService | None = None
     dispatcher: Dispatcher | None = None
@@ -143,10 +145,13 @@ def build(
         ),
         default_language=settings.default_language,
         on_enqueue=workers.notify if workers is not None else None,
+        max_transcripts_per_recording=settings.max_transcripts_per_recording,
     )
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    transcripts = Transcripts(service, ttl_s=settings.download_url_ttl_s, secret=secret)
     policy = OutboundPolicy(parse_networks(settings.allowed_networks))
     webhooks = WebhookService(store, policy, rotation_overlap_s=settings.webhook_rotation_overlap_s)
     dispatcher = None
     if settings.webhook_dispatch:
         dispatcher = Dispatcher(store, policy, dispatcher_config(settings))
-    return Components(settings, store, blobs, service, workers, webhooks, dispatcher)
+    return Components(settings, store, blobs, service, transcripts, workers, webhooks, dispatcher)

@@ -229,7 +229,11 @@ class Worker:
             ]
         else:
             sources = [Source(recording.media_key, duration)]
-        options = EngineOptions(language=job.options.language, beam_size=self.config.beam_size)
+        options = EngineOptions(
+            language=job.options.language,
+            beam_size=self.config.beam_size,
+            prompt=job.options.prompt,
+        )
         chunks = transcribe_sources(
             sources,
             self.blobs.local_file,

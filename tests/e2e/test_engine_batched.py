@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_continuous_speech_keeps_its_words_across_window_cuts(
     # Times are on the input's timeline, in order, and segments are sentence-sized.
     words = [w for s in batched.segments for w in s.words]
     assert all(0 <= w.start <= w.end <= samples.size / RATE + 0.01 for w in words)
-    assert all(a.start <= b.start + 0.01 for a, b in zip(words, words[1:], strict=False))
+    assert all(a.start <= b.start + 0.01 for a, b in pairwise(words))
     assert max(s.end - s.start for s in batched.segments) <= 12.5
 
 

@@ -301,8 +301,19 @@ def test_openai_detection_and_no_words(fake: tuple[str, Script]) -> None:
     assert "language" not in fields  # detection: the field is left out
     assert fields["model"] == ["large-v3"]
     assert fields["timestamp_granularities[]"] == ["segment"]
+    assert "prompt" not in fields
     assert result.language == "en"
     assert all(s.words == () for s in result.segments)
+
+
+@pytest.mark.parametrize("api", ["openai", "whispercpp"])
+def test_the_prompt_is_sent(fake: tuple[str, Script], api: str) -> None:
+    url, script = fake
+    if api == "whispercpp":
+        script.default = WHISPERCPP_BODY
+    with engine(url, api=api) as eng:
+        eng.transcribe(AUDIO, EngineOptions(prompt="Kubernetes, Ada Lovelace"))
+    assert script.seen[0].fields["prompt"] == ["Kubernetes, Ada Lovelace"]
 
 
 def test_retries_503_twice_then_answers(fake: tuple[str, Script]) -> None:

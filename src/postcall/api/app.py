@@ -12,13 +12,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import postcall
-from postcall.api import native, webhooks
+from postcall.api import native, recall, webhooks
+from postcall.api.idempotency import DigestBodies
 from postcall.api.middleware import UploadLimit
 from postcall.errors import (
     Conflict,
     DurationExceeded,
     EmptyFile,
     FeatureDisabled,
+    Forbidden,
     InvalidInput,
     InvalidWebhook,
     MediaError,
@@ -26,6 +28,7 @@ from postcall.errors import (
     PayloadTooLarge,
     PostcallError,
     Unauthorized,
+    Unsupported,
     UnsupportedMedia,
 )
 from postcall.wiring import Components
@@ -36,11 +39,13 @@ log = logging.getLogger(__name__)
 HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
     (EmptyFile, 400),
     (InvalidWebhook, 400),
+    (Unsupported, 400),
     (InvalidInput, 422),
     (NotFound, 404),
     (FeatureDisabled, 404),
     (Conflict, 409),
     (Unauthorized, 401),
+    (Forbidden, 403),
     (PayloadTooLarge, 413),
     (UnsupportedMedia, 415),
     (DurationExceeded, 422),
@@ -78,9 +83,11 @@ def create_app(components: Components) -> FastAPI:
     app.include_router(native.router)
     app.include_router(native.transcriptions)
     app.include_router(webhooks.router)
+    app.include_router(recall.router)
     app.add_middleware(
         UploadLimit, max_bytes=components.settings.max_upload_bytes, render=error_response
     )
+    app.add_middleware(DigestBodies)
 
     @app.exception_handler(PostcallError)
     async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:
@@ -110,6 +117,17 @@ def create_app(components: Components) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # the framework could not parse the body (not JSON)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "invalid_input",
+                        "message": f"body: {exc.detail}",
+                        "field": "body",
+                    }
+                },
+                status_code=422,
+            )
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},

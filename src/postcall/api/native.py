@@ -15,20 +15,26 @@ from starlette.datastructures import UploadFile
 
 from postcall import formats
 from postcall.api.deps import Svc, Tenant, transcription_enabled
+from postcall.api.idempotency import idempotent
 from postcall.api.schemas import (
     RegisterRecording,
     SpeakerOptions,
     TranscribeAccepted,
     TranscribeRequest,
     TranscriptionView,
+    error_responses,
     recording_view,
     transcription_view,
 )
 from postcall.domain import TranscriptionStatus
 from postcall.errors import InvalidInput
 
-router = APIRouter(prefix="/v1")
-transcriptions = APIRouter(prefix="/v1", dependencies=[Depends(transcription_enabled)])
+router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 422))
+transcriptions = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(transcription_enabled)],
+    responses=error_responses(401, 404, 422),
+)
 
 MAX_TRACKS = 32
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
@@ -83,10 +89,17 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
 }
 
 
-@router.post("/recordings", status_code=201, openapi_extra=_UPLOAD_SCHEMA)
-async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> JSONResponse:
+@router.post(
+    "/recordings",
+    status_code=201,
+    openapi_extra=_UPLOAD_SCHEMA,
+    responses=error_responses(400, 409, 413, 415),
+)
+async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> Response:
     """Upload a recording (multipart: ``file``, optional ``metadata`` JSON and ``id``),
-    or register one already in the bucket (JSON: ``object_key``, ``metadata``, ``id``)."""
+    or register one already in the bucket (JSON: ``object_key``, ``metadata``, ``id``).
+
+    With an ``Idempotency-Key`` header, a retry returns the first response."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
@@ -95,14 +108,18 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> JSONRe
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             ) from None
-        recording = await run_in_threadpool(
-            svc.register_recording,
-            tenant,
-            body.object_key,
-            metadata=body.metadata,
-            recording_id=body.id,
-        )
-        return JSONResponse(recording_view(recording), status_code=201)
+
+        async def register() -> Response:
+            recording = await run_in_threadpool(
+                svc.register_recording,
+                tenant,
+                body.object_key,
+                metadata=body.metadata,
+                recording_id=body.id,
+            )
+            return JSONResponse(recording_view(recording), status_code=201)
+
+        return await idempotent(request, tenant, register)
     if not content_type.startswith("multipart/form-data"):
         raise InvalidInput(
             "send the recording as multipart/form-data with a 'file' field, or JSON with "
@@ -125,17 +142,21 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> JSONRe
         rec_id = form.get("id")
         if rec_id is not None and not isinstance(rec_id, str):
             raise InvalidInput("id must be a string", field="id")
-        recording = await run_in_threadpool(
-            svc.create_multitrack_recording,
-            tenant,
-            [(u.file, u.filename or "recording", _content_type(u)) for u in uploads],
-            tracks=tracks,
-            metadata=metadata,
-            recording_id=rec_id or None,
-        )
+
+        async def store() -> Response:
+            recording = await run_in_threadpool(
+                svc.create_multitrack_recording,
+                tenant,
+                [(u.file, u.filename or "recording", _content_type(u)) for u in uploads],
+                tracks=tracks,
+                metadata=metadata,
+                recording_id=rec_id or None,
+            )
+            return JSONResponse(recording_view(recording), status_code=201)
+
+        return await idempotent(request, tenant, store)
     finally:
         await form.close()
-    return JSONResponse(recording_view(recording), status_code=201)
 
 
 def _content_type(upload: UploadFile) -> str:
@@ -182,27 +203,41 @@ def delete_recording(recording_id: str, tenant: Tenant, svc: Svc) -> Response:
 
 
 @transcriptions.post(
-    "/recordings/{recording_id}/transcribe", status_code=202, response_model=TranscribeAccepted
+    "/recordings/{recording_id}/transcribe",
+    status_code=202,
+    response_model=TranscribeAccepted,
+    responses=error_responses(409),
 )
-def transcribe(
+async def transcribe(
     recording_id: str,
+    request: Request,
     tenant: Tenant,
     svc: Svc,
     body: Annotated[TranscribeRequest | None, Body()] = None,
-) -> Any:
-    """Queue a transcription; poll ``GET /v1/transcriptions/{id}``."""
+) -> Response:
+    """Queue a transcription; poll ``GET /v1/transcriptions/{id}``.
+
+    A recording has at most POSTCALL_MAX_TRANSCRIPTS_PER_RECORDING (10) transcriptions
+    (409 ``transcript_limit``). With an ``Idempotency-Key``, a retry returns the first
+    response."""
     body = body or TranscribeRequest()
     speakers = body.speakers or SpeakerOptions()
-    t = svc.request_transcription(
-        tenant,
-        recording_id,
-        language=body.language,
-        speakers=speakers.mode,
-        num_speakers=speakers.num_speakers,
-        min_speakers=speakers.min_speakers,
-        max_speakers=speakers.max_speakers,
-    )
-    return {"transcriptionId": t.id, "status": "queued"}
+
+    async def queue() -> Response:
+        t = await run_in_threadpool(
+            svc.request_transcription,
+            tenant,
+            recording_id,
+            language=body.language,
+            speakers=speakers.mode,
+            num_speakers=speakers.num_speakers,
+            min_speakers=speakers.min_speakers,
+            max_speakers=speakers.max_speakers,
+            prompt=body.prompt,
+        )
+        return JSONResponse({"transcriptionId": t.id, "status": "queued"}, status_code=202)
+
+    return await idempotent(request, tenant, queue)
 
 
 @transcriptions.get("/recordings/{recording_id}/transcriptions")
@@ -227,7 +262,7 @@ def get_transcription(transcription_id: str, tenant: Tenant, svc: Svc) -> Any:
     return transcription_view(t, text)
 
 
-@transcriptions.get("/transcriptions/{transcription_id}/transcript")
+@transcriptions.get("/transcriptions/{transcription_id}/transcript", responses=error_responses(409))
 def get_transcript(
     transcription_id: str,
     tenant: Tenant,

@@ -41,6 +41,11 @@ class TranscribeRequest(BaseModel):
         None, description="Language code, or 'auto' to detect; default STT_LANGUAGE."
     )
     speakers: SpeakerOptions | None = None
+    prompt: str | None = Field(
+        None,
+        max_length=2000,
+        description="Initial prompt for the model: names and terms it should expect.",
+    )
 
 
 class RegisterRecording(BaseModel):
@@ -60,6 +65,40 @@ class TranscribeAccepted(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+
+
+class ErrorDetail(BaseModel):
+    """An API error: a stable ``code`` and a message saying what to do."""
+
+    code: str
+    message: str
+    field: str | None = None
+    retryable: bool | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "field"?}}``."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANING = {
+    400: "Bad request (an unsupported provider, option or model; an empty file)",
+    401: "Missing or invalid API key",
+    403: "The signed link is expired or was tampered with",
+    404: "Not found (or another tenant's), or the endpoint is disabled",
+    409: "Conflict: the id is taken, the transcript is not ready, the recording has its "
+    "most transcripts, or a request with this Idempotency-Key is still running",
+    413: "The upload is larger than the limit",
+    415: "The media is not a format postcall can read",
+    422: "Invalid input, media that cannot be transcribed, or an Idempotency-Key reused "
+    "with another request",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring postcall's error answers with these statuses."""
+    return {s: {"model": ErrorResponse, "description": _ERROR_MEANING[s]} for s in statuses}
 
 
 class TranscriptionView(BaseModel):

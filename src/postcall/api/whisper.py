@@ -197,7 +197,9 @@ def create_whisper_app(engine: Engine, *, model_name: str, max_upload_bytes: int
             await form.close()
         if warmup.error is not None:
             raise warmup.error
-        options = EngineOptions(language=params.language, word_timestamps=params.want_words)
+        options = EngineOptions(
+            language=params.language, word_timestamps=params.want_words, prompt=params.prompt
+        )
 
         def infer() -> EngineResult:
             with inference:
@@ -225,6 +227,7 @@ class _Params:
 
     def __init__(self, form: FormData) -> None:
         self.model = _text(form, "model")
+        self.prompt = _text(form, "prompt")
         self.response_format = (_text(form, "response_format") or "json").lower()
         if self.response_format not in RESPONSE_FORMATS:
             raise InvalidInput(

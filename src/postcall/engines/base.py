@@ -19,6 +19,8 @@ class EngineOptions:
     beam_size: int = 5
     vad: bool = True
     word_timestamps: bool = True
+    prompt: str | None = None
+    """Initial prompt: vocabulary and style for the first window."""
 
 
 @dataclass(frozen=True)

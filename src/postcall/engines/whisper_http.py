@@ -147,6 +147,8 @@ class HttpWhisperEngine:
             # whisper.cpp's server cuts segments at 60 characters; on a word boundary,
             # not inside a word, with this.
             fields["split_on_word"] = "true"
+        if options.prompt:
+            fields["prompt"] = options.prompt  # both protocols call it so
         return fields
 
     def _post(self, wav: bytes, fields: Mapping[str, str | list[str]]) -> dict[str, Any]:

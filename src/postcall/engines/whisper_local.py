@@ -230,6 +230,7 @@ class FasterWhisperEngine:
                 beam_size=options.beam_size,
                 vad_filter=options.vad,
                 word_timestamps=options.word_timestamps,
+                initial_prompt=options.prompt or None,
             )
             segments = tuple(_segment(s) for s in raw_segments)
             return EngineResult(language=str(info.language), segments=segments)
@@ -268,6 +269,7 @@ class FasterWhisperEngine:
             beam_size=options.beam_size,
             word_timestamps=options.word_timestamps,
             batch_size=self.batch_size,
+            initial_prompt=options.prompt or None,
             clip_timestamps=[{"start": a, "end": b} for a, b in spliced.clips],
         )
         segments: list[Segment] = []

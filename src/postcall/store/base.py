@@ -28,6 +28,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
+from postcall.store.idempotency import IdempotencyStore
 from postcall.store.webhooks_base import WebhookStore
 
 T = TypeVar("T")
@@ -41,8 +42,9 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(WebhookStore, Protocol):
-    """Records (recordings, transcriptions, API keys), the job queue and the webhook outbox."""
+class Store(WebhookStore, IdempotencyStore, Protocol):
+    """Records (recordings, transcriptions, API keys, idempotency keys), the job queue
+    and the webhook outbox."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:
@@ -63,8 +65,12 @@ class Store(WebhookStore, Protocol):
         ...
 
     # --- transcriptions -----------------------------------------------------
-    def add_transcription(self, transcription: Transcription) -> None:
-        """Insert a transcription in ``queued`` state: this enqueues it."""
+    def add_transcription(self, transcription: Transcription, *, limit: int | None = None) -> None:
+        """Insert a transcription in ``queued`` state: this enqueues it.
+
+        With ``limit``, atomically refuse (``LimitReached``) when the recording already
+        has that many transcriptions; ``NotFound`` when the recording does not exist.
+        """
 
     def get_transcription(self, tenant: str, transcription_id: str) -> Transcription:
         """The transcription, or ``NotFound``."""
@@ -197,6 +203,7 @@ def transcription_from_row(row: Mapping[str, Any]) -> Transcription:
         attempts=int(row["attempts"]),
         result=result_from_json(row.get("result")),
         error=error,
+        metadata=json.loads(str(row.get("metadata") or "{}")),
     )
 
 
@@ -213,6 +220,13 @@ def recording_from_row(row: Mapping[str, Any]) -> Recording:
         media=media,
         metadata=json.loads(str(row["metadata"])),
         tracks=tracks,
+    )
+
+
+def limit_message(recording_id: str, limit: int) -> str:
+    return (
+        f"recording {recording_id!r} already has {limit} transcripts, the most it may have "
+        "(POSTCALL_MAX_TRANSCRIPTS_PER_RECORDING): delete one to make room"
     )
 
 

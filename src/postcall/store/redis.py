@@ -14,6 +14,7 @@ and ``:`` escaped so that no two (tenant, id) pairs share a key)::
     {ns}:rectrs:{tenant}:{rec}    zset    one recording's transcription ids by created_at
     {ns}:chunks:{id}              hash    chunk index -> kept chunk result
     {ns}:key:{hash}               hash    an API key's tenant and name
+    {ns}:idem:… {ns}:secret:…              see ``postcall.store.redis_idempotency``
     {ns}:seq                      string  creation sequence (FIFO order of jobs)
     {ns}:queued                   zset    queued job ids by seq (depth, reconcile)
     {ns}:leases                   zset    processing job ids by lease expiry (takeover)
@@ -49,19 +50,21 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
-from postcall.errors import Conflict, NotFound, WorkerLost
+from postcall.errors import Conflict, LimitReached, NotFound, WorkerLost
 from postcall.store import redis_lua as lua
 from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import (
     Page,
     decode_cursor,
     encode_cursor,
+    limit_message,
     media_to_json,
     options_to_json,
     recording_from_row,
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.redis_idempotency import RedisIdempotency
 from postcall.store.redis_webhooks import RedisWebhooks
 
 _GROUP = "workers"
@@ -83,7 +86,7 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-class RedisStore(RedisWebhooks):
+class RedisStore(RedisWebhooks, RedisIdempotency):
     """The ``Store`` port on Redis (see the module docstring for the layout)."""
 
     def __init__(
@@ -117,6 +120,7 @@ class RedisStore(RedisWebhooks):
         self._finish = reg(lua.LIB + whlua.EMIT + lua.FINISH)
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
         self._init_webhooks()
+        self._init_idempotency()
 
     @classmethod
     def from_url(
@@ -199,7 +203,7 @@ class RedisStore(RedisWebhooks):
         return recording_from_row(_pairs(rec)), [transcription_from_row(_pairs(t)) for t in trs]
 
     # --- transcriptions --------------------------------------------------------------
-    def add_transcription(self, transcription: Transcription) -> None:
+    def add_transcription(self, transcription: Transcription, *, limit: int | None = None) -> None:
         t = transcription
         created = _num(t.created_at.timestamp())
         fields = {
@@ -212,6 +216,7 @@ class RedisStore(RedisWebhooks):
             "updated_at": _num(t.updated_at.timestamp()),
             "progress": _num(t.progress),
             "attempts": str(t.attempts),
+            "metadata": _json(t.metadata),
         }
         keys = [
             self._rec(t.tenant, t.recording_id),
@@ -222,9 +227,13 @@ class RedisStore(RedisWebhooks):
             self._seq,
             self._stream,
         ]
-        outcome = self._add_transcription(keys, [t.id, created, t.status.value, *_flatten(fields)])
+        cap = str(limit) if limit is not None else ""
+        args = [t.id, created, t.status.value, cap, *_flatten(fields)]
+        outcome = self._add_transcription(keys, args)
         if outcome == "no_recording":
             raise NotFound(f"recording {t.recording_id!r} not found")
+        if outcome == "limit" and limit is not None:
+            raise LimitReached(limit_message(t.recording_id, limit))
         if outcome == "exists":
             raise Conflict(f"transcription {t.id!r} already exists")
 

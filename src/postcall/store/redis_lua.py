@@ -45,12 +45,13 @@ return 1
 """
 
 # KEYS: rec, tr, trs index, rectrs index, queued, seq, stream.
-# ARGV: id, created_at, status, field/value pairs...
+# ARGV: id, created_at, status, limit ('' for none), field/value pairs...
 ADD_TRANSCRIPTION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'no_recording' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
+if ARGV[4] ~= '' and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[4]) then return 'limit' end
 local seq = redis.call('INCR', KEYS[6])
-redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 5))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 if ARGV[3] == 'queued' then enqueue(KEYS[2], KEYS[5], KEYS[7], {id = ARGV[1], seq = seq}) end

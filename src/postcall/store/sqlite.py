@@ -23,11 +23,13 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
-from postcall.errors import Conflict, NotFound
+from postcall.errors import Conflict, LimitReached, NotFound
+from postcall.store import sqlite_idempotency as idempotency
 from postcall.store.base import (
     Page,
     decode_cursor,
     encode_cursor,
+    limit_message,
     media_to_json,
     options_to_json,
     recording_from_row,
@@ -67,7 +69,8 @@ CREATE TABLE IF NOT EXISTS transcriptions (
     result TEXT,
     error_code TEXT,
     error_message TEXT,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS transcriptions_by_recording
     ON transcriptions (tenant, recording_id, created_at);
@@ -89,7 +92,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-class SqliteStore(SqliteWebhooks):
+class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency):
     """The ``Store`` port on one SQLite file."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
@@ -100,9 +103,12 @@ class SqliteStore(SqliteWebhooks):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._conn().executescript(
-            _SCHEMA + WEBHOOK_SCHEMA
-        )  # executescript manages its own transaction
+        db = self._conn()
+        # executescript manages its own transaction
+        db.executescript(_SCHEMA + WEBHOOK_SCHEMA + idempotency.SCHEMA)
+        columns = {r["name"] for r in db.execute("PRAGMA table_info(transcriptions)")}
+        if "metadata" not in columns:  # a database made before transcripts had metadata
+            db.execute("ALTER TABLE transcriptions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
@@ -224,7 +230,7 @@ class SqliteStore(SqliteWebhooks):
         return recording_from_row(dict(row)), [transcription_from_row(dict(t)) for t in trs]
 
     # --- transcriptions -------------------------------------------------------------
-    def add_transcription(self, transcription: Transcription) -> None:
+    def add_transcription(self, transcription: Transcription, *, limit: int | None = None) -> None:
         t = transcription
         with self._tx() as db:
             exists = db.execute(
@@ -232,13 +238,20 @@ class SqliteStore(SqliteWebhooks):
             ).fetchone()
             if exists is None:
                 raise NotFound(f"recording {t.recording_id!r} not found")
+            if limit is not None:
+                count = db.execute(
+                    "SELECT COUNT(*) FROM transcriptions WHERE tenant=? AND recording_id=?",
+                    (t.tenant, t.recording_id),
+                ).fetchone()[0]
+                if count >= limit:
+                    raise LimitReached(limit_message(t.recording_id, limit))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transcriptions").fetchone()[0]
             if db.execute("SELECT 1 FROM transcriptions WHERE id=?", (t.id,)).fetchone():
                 raise Conflict(f"transcription {t.id!r} already exists")
             db.execute(
                 "INSERT INTO transcriptions (id, tenant, recording_id, status, options,"
-                " created_at, updated_at, progress, attempts, seq)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " created_at, updated_at, progress, attempts, seq, metadata)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     t.id,
                     t.tenant,
@@ -250,6 +263,7 @@ class SqliteStore(SqliteWebhooks):
                     t.progress,
                     t.attempts,
                     seq,
+                    _json(t.metadata),
                 ),
             )
 
