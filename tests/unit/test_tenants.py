@@ -38,6 +38,9 @@ class Ids:
     transcription: str
     token: Callable[[str], str]
     """A valid download token for ``transcription``, signed for the given tenant."""
+    endpoint: str = "we_none"
+    event: str = "evt_none"
+    delivery: str = "msg_none"
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -102,6 +105,47 @@ CASES: dict[tuple[str, str], Case] = {
         f"/api/v1/transcript/{i.transcription}/download/",
         {"params": {"token": i.token("globex")}},
     ),
+    # --- webhooks ---------------------------------------------------------------------
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id}"): lambda i: (
+        "GET",
+        f"/v1/webhooks/endpoints/{i.endpoint}",
+        {},
+    ),
+    ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"): lambda i: (
+        "PATCH",
+        f"/v1/webhooks/endpoints/{i.endpoint}",
+        {"json": {"enabled": True}},
+    ),
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint_id}"): lambda i: (
+        "DELETE",
+        f"/v1/webhooks/endpoints/{i.endpoint}",
+        {},
+    ),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id}/rotate_secret"): lambda i: (
+        "POST",
+        f"/v1/webhooks/endpoints/{i.endpoint}/rotate_secret",
+        {"json": {}},
+    ),
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id}/deliveries"): lambda i: (
+        "GET",
+        f"/v1/webhooks/endpoints/{i.endpoint}/deliveries",
+        {},
+    ),
+    ("GET", "/v1/webhooks/events/{event_id}/deliveries"): lambda i: (
+        "GET",
+        f"/v1/webhooks/events/{i.event}/deliveries",
+        {},
+    ),
+    ("GET", "/v1/webhooks/deliveries/{delivery_id}"): lambda i: (
+        "GET",
+        f"/v1/webhooks/deliveries/{i.delivery}",
+        {},
+    ),
+    ("POST", "/v1/webhooks/deliveries/{delivery_id}/resend"): lambda i: (
+        "POST",
+        f"/v1/webhooks/deliveries/{i.delivery}/resend",
+        {},
+    ),
 }
 
 
@@ -150,9 +194,17 @@ def world(data_dir: Path, tmp_path: Path) -> Iterator[World]:
         signer = comps.transcripts.signer
         return lambda tenant: signer.sign(LINK_KIND, tenant, transcription, ttl_s=600)
 
-    ids = Ids(rec, tr, token_for(tr))
+    # A webhook endpoint of A's (a public address: nothing is sent, the dispatcher is not
+    # started) and the delivery of A's transcript.done event to it.
+    endpoint = a.post("/v1/webhooks/endpoints", json={"url": "https://93.184.215.14/hook"})
+    assert endpoint.status_code == 201, endpoint.text
+    endpoint_id = endpoint.json()["id"]
+    assert comps.dispatcher is not None and comps.dispatcher.fan_out() >= 1
+    deliveries = a.get(f"/v1/webhooks/endpoints/{endpoint_id}/deliveries").json()["data"]
+    delivery = deliveries[0]
+    ids = Ids(rec, tr, token_for(tr), endpoint_id, delivery["eventId"], delivery["id"])
     gone = new_id("tr")
-    missing = Ids(new_id("rec"), gone, token_for(gone))
+    missing = Ids(new_id("rec"), gone, token_for(gone), new_id("we"), new_id("evt"), new_id("msg"))
     yield World(a, b, comps, ids, missing)
     comps.store.close()
 
@@ -167,7 +219,15 @@ def test_every_route_with_an_object_id_has_a_cross_tenant_case(world: World) -> 
 
 
 def _normalized(response: Any, ids: Ids) -> Any:
-    text = response.text.replace(ids.recording, "<rec>").replace(ids.transcription, "<tr>")
+    text = response.text
+    for value, mark in (
+        (ids.recording, "<rec>"),
+        (ids.transcription, "<tr>"),
+        (ids.endpoint, "<we>"),
+        (ids.event, "<evt>"),
+        (ids.delivery, "<msg>"),
+    ):
+        text = text.replace(value, mark)
     return response.status_code, text
 
 

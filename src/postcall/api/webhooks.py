@@ -12,13 +12,15 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from postcall.api.deps import Tenant, components
-from postcall.api.schemas import iso
+from postcall.api.schemas import error_responses, iso
 from postcall.errors import FeatureDisabled
 from postcall.store.base import Page
 from postcall.webhook_service import WebhookService
 from postcall.webhooks import EVENT_TYPES, Delivery, Endpoint
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(
+    prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(401, 404, 422)
+)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="nextCursor of the previous page.")]
@@ -122,7 +124,7 @@ def _page(page: Page[Delivery]) -> dict[str, Any]:
     return {"data": [delivery_view(d) for d in page.items], "nextCursor": page.next_cursor}
 
 
-@router.post("/endpoints", status_code=201)
+@router.post("/endpoints", status_code=201, responses=error_responses(400))
 def create_endpoint(body: CreateEndpoint, tenant: Tenant, hooks: Hooks) -> Any:
     """Create an endpoint; the answer holds its signing secret, shown only this once."""
     e = hooks.create_endpoint(
@@ -141,7 +143,7 @@ def get_endpoint(endpoint_id: str, tenant: Tenant, hooks: Hooks) -> Any:
     return endpoint_view(hooks.get_endpoint(tenant, endpoint_id))
 
 
-@router.patch("/endpoints/{endpoint_id}")
+@router.patch("/endpoints/{endpoint_id}", responses=error_responses(400))
 def update_endpoint(endpoint_id: str, body: UpdateEndpoint, tenant: Tenant, hooks: Hooks) -> Any:
     """Change url, events, description, or enable / disable the endpoint."""
     e = hooks.update_endpoint(
@@ -195,7 +197,9 @@ def get_delivery(delivery_id: str, tenant: Tenant, hooks: Hooks) -> Any:
     return delivery_view(hooks.get_delivery(tenant, delivery_id))
 
 
-@router.post("/deliveries/{delivery_id}/resend", status_code=202)
+@router.post(
+    "/deliveries/{delivery_id}/resend", status_code=202, responses=error_responses(409)
+)
 def resend(delivery_id: str, tenant: Tenant, hooks: Hooks) -> Any:
     """Send the delivery again now, with the same webhook-id."""
     return delivery_view(hooks.resend(tenant, delivery_id))
