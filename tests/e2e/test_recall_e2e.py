@@ -16,6 +16,7 @@ import pytest
 from postcall.signing import LinkSigner
 from postcall.transcripts import LINK_KIND
 from tests.conftest import clip
+from tests.e2e.receiver import Receiver, running
 from tests.e2e.server import Server, model_server
 from tests.helpers import wait_for, wer
 
@@ -30,7 +31,14 @@ PARTICIPANT = {"id": "p1", "name": "John", "is_host": True, "platform": "zoom"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("recall-e2e")
-    srv = model_server(root, whisper_model_dir, KEY, POSTCALL_SECRET_KEY=SECRET)
+    srv = model_server(
+        root,
+        whisper_model_dir,
+        KEY,
+        POSTCALL_SECRET_KEY=SECRET,
+        POSTCALL_ALLOWED_NETWORKS="127.0.0.0/8",  # the webhook receiver runs on loopback
+        POSTCALL_WEBHOOK_POLL_S="0.2",
+    )
     yield srv
     srv.stop()
 
@@ -62,9 +70,25 @@ def poll(client: httpx.Client, transcript_id: str) -> dict[str, Any]:
     return wait_for(finished, timeout=180, interval=0.25, what=f"transcript {transcript_id}")
 
 
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with running(Receiver()) as rx:
+        yield rx
+
+
 def test_recall_flow_upload_create_poll_download(
-    client: httpx.Client, server: Server, testdata: Path, whisper_model_dir: str
+    client: httpx.Client,
+    server: Server,
+    receiver: Receiver,
+    testdata: Path,
+    whisper_model_dir: str,
 ) -> None:
+    hook = client.post(
+        "/v1/webhooks/endpoints",
+        json={"url": receiver.url + "/recall", "events": ["transcript.done", "transcript.failed"]},
+    )
+    assert hook.status_code == 201, hook.text
+    receiver.secrets = [hook.json()["secret"]]
     audio = testdata / "jfk.flac"
     first = upload(client, audio, "upload-jfk-1")
     assert first.status_code == 201, first.text
@@ -91,6 +115,18 @@ def test_recall_flow_upload_create_poll_download(
     assert done["metadata"] == {"ticket": "T-1"} and done["provider"] == body["provider"]
     url = done["data"]["download_url"]
     assert url.startswith(server.url)
+
+    # transcript.done arrives, signed (verified by the standardwebhooks package), in
+    # Recall's payload shape.
+    def delivered() -> list[Any]:
+        return [r for r in receiver.delivered() if r.json()["event"] == "transcript.done"]
+
+    (event,) = wait_for(delivered, timeout=60, what="transcript.done")
+    assert event.verified
+    data = event.json()["data"]
+    assert data["transcript"] == {"id": created["id"], "metadata": {"ticket": "T-1"}}
+    assert data["recording"]["id"] == rec_id
+    assert data["data"]["code"] == "done" and data["bot"] is None
 
     # Fetched like any client would: no API key, the link is the credential.
     got = httpx.get(url, timeout=30)
