@@ -28,6 +28,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
+from postcall.store.units import UnitStore
 
 T = TypeVar("T")
 
@@ -40,8 +41,8 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(Protocol):
-    """Records (recordings, transcriptions, API keys) and the job queue."""
+class Store(UnitStore, Protocol):
+    """Records (recordings, transcriptions, API keys), the job queue and its chunk units."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:

@@ -61,6 +61,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.redis_units import RedisUnitsMixin
 
 _GROUP = "workers"
 
@@ -81,8 +82,9 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-class RedisStore:
-    """The ``Store`` port on Redis (see the module docstring for the layout)."""
+class RedisStore(RedisUnitsMixin):
+    """The ``Store`` port on Redis (see the module docstring for the layout; chunk
+    units: ``RedisUnitsMixin``)."""
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class RedisStore:
         self._heartbeat = reg(lua.LIB + lua.HEARTBEAT)
         self._finish = reg(lua.LIB + lua.FINISH)
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
+        self._init_units()
 
     @classmethod
     def from_url(

@@ -34,6 +34,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.sqlite_units import UNITS_SCHEMA, SqliteUnitsMixin
 
 T = TypeVar("T")
 
@@ -88,8 +89,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-class SqliteStore:
-    """The ``Store`` port on one SQLite file."""
+class SqliteStore(SqliteUnitsMixin):
+    """The ``Store`` port on one SQLite file (chunk units: ``SqliteUnitsMixin``)."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
@@ -100,6 +101,7 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+        self._conn().executescript(UNITS_SCHEMA)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
