@@ -350,6 +350,10 @@ def _decoded_pieces(
     """
     resampler: av.AudioResampler | None = None
     shape: tuple[str, str, int] | None = None
+    # Frames are gathered into ~0.5 s batches before resampling: many containers (WAV
+    # above all) carry ~1000-sample frames, and per-frame work would dominate.
+    fifo = av.AudioFifo()
+    batch = 0
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
@@ -360,6 +364,9 @@ def _decoded_pieces(
                 frame_shape = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if resampler is None or frame_shape != shape:
                     if resampler is not None:
+                        yield from _resampled(
+                            resampler, fifo.read() if fifo.samples else None, channel
+                        )
                         yield from _resampled(resampler, None, channel)
                     # s16 as faster-whisper's own decode_audio does: FFmpeg then mixes
                     # channels with normalised weights ((L + R) / 2), no level boost.
@@ -370,10 +377,17 @@ def _decoded_pieces(
                         rate=SAMPLE_RATE,
                     )
                     shape = frame_shape
-                yield from _resampled(resampler, frame, channel)
+                    fifo = av.AudioFifo()
+                    batch = max(1, frame.sample_rate // 2)
+                frame.pts = None  # the FIFO checks continuity; the times are not needed
+                fifo.write(frame)
+                if fifo.samples >= batch:
+                    yield from _resampled(resampler, fifo.read(), channel)
     except av.error.FFmpegError as exc:
         log.warning("audio decoding stopped early, keeping what was decoded: %s", exc)
     if resampler is not None:
+        if fifo.samples:
+            yield from _resampled(resampler, fifo.read(), channel)
         yield from _resampled(resampler, None, channel)
 
 
