@@ -7,15 +7,18 @@ result is one ``ChunkResult`` under index ``source * SOURCE_STRIDE + unit``, kep
 with the job's other chunk results, so the step that assembles the transcript is
 the same whether the chunks came from one worker or many.
 
-Planning costs a fraction of one decode: unit ``k`` ends at the quietest moment of
-the last ``window`` seconds before ``unit_s`` after its start, and only those
-windows are decoded (a fifth of the audio with the defaults). The plan is made
-once and kept in the store, so workers never need to agree on cut points.
+Planning costs a small fraction of one decode: a source of ``D`` seconds gets
+``n = ceil(D / unit_s)`` units of about ``D / n`` (so a 60-minute recording makes 12
+units of about 300 s, not 13 with a short tail), and boundary ``k`` is the quietest
+moment within ``unit_s / 20`` of ``k * D / n``; only those windows are decoded (a
+tenth of the audio). Units may thus run up to 10 % over ``unit_s``. The plan is
+made once and kept in the store, so workers never need to agree on cut points.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -35,8 +38,8 @@ from postcall.pipeline import (
 )
 from postcall.store.units import UnitPlan
 
-WINDOW_SHARE = 0.2
-"""A unit ends in the last fifth of ``unit_s``: units last 0.8 to 1 ``unit_s``."""
+WINDOW_SHARE = 0.1
+"""A boundary is searched in a window of this share of ``unit_s`` around its ideal place."""
 
 
 @dataclass(frozen=True)
@@ -91,29 +94,37 @@ def plan(
 def _cuts(
     path: Path, source: Source, unit_s: float, should_stop: Callable[[], bool] | None
 ) -> list[float]:
-    window_s = unit_s * WINDOW_SHARE
+    count = math.ceil(source.duration / unit_s)
+    spacing = source.duration / max(1, count)
+    half = unit_s * WINDOW_SHARE / 2
     rate = audio.SAMPLE_RATE
     cuts: list[float] = []
     at = 0.0
-    while source.duration - at > unit_s:
+    for k in range(1, count):
         if should_stop is not None and should_stop():
             raise Interrupted()
-        lo = at + unit_s - window_s
+        lo = max(at, k * spacing - half)
         blocks = list(
             audio.decode(
                 path,
                 stream_index=source.stream_index,
                 channel=source.channel,
                 start=lo,
-                end=at + unit_s,
+                end=k * spacing + half,
             )
         )
         window = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-        if window.size < window_s * rate / 2:
+        if window.size < half * rate:
             break  # the audio ends sooner than its probed duration said
         at = round(lo * rate + audio.quietest_cut(window)) / rate
         cuts.append(at)
     return cuts
+
+
+def unit_chunk_s(chunk_max_s: float, unit_s: float) -> float:
+    """Longest chunk inside a unit: a unit is one chunk when chunks may be as long as
+    units (it may be up to 10 % longer than ``unit_s``), else ``chunk_max_s``."""
+    return unit_s * (1 + WINDOW_SHARE) if chunk_max_s >= unit_s else chunk_max_s
 
 
 def transcribe_unit(

@@ -375,7 +375,7 @@ class Worker:
                     path,
                     self.engine,
                     options,
-                    chunk_max_s=config.chunk_max_s,
+                    chunk_max_s=split.unit_chunk_s(config.chunk_max_s, config.unit_s),
                     concurrency=config.chunk_concurrency,
                     should_stop=lambda: self._stop.is_set() or heartbeat.lost,
                 )
