@@ -39,28 +39,22 @@ from postcall.domain import (
     default_speaker,
     new_id,
     participants_from_metadata,
-    recording_tracks,
     started_at_from_metadata,
     timeline_from_metadata,
 )
 from postcall.engines.base import Engine, EngineOptions
 from postcall.errors import DurationExceeded, NotFound, PostcallError
-from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
+from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_sources
 from postcall.service import document_key
 from postcall.store.base import Store
 from postcall.store.units import (
-    UNITS_PROGRESS,
-    Unit,
     UnitClaim,
-    UnitOutcome,
-    UnitPlan,
-    UnitStatus,
 )
+from postcall.unit_worker import Heartbeat, UnitWork, sources_of
 
 log = logging.getLogger(__name__)
 
 JOBS = Counter("postcall_jobs_total", "Transcription jobs finished by this process", ["outcome"])
-UNITS = Counter("postcall_units_total", "Chunk units finished by this process", ["outcome"])
 JOB_SECONDS = Histogram(
     "postcall_job_seconds",
     "Wall time of finished transcription jobs",
@@ -85,52 +79,8 @@ class WorkerConfig:
 _PARKED = object()  # a split job's units are published: the job waits for them
 
 
-class _Heartbeat(threading.Thread):
-    """Renews a lease until stopped; remembers when the lease was lost.
-
-    For a job, ``renew`` is None and the job's lease is renewed with ``progress``;
-    for a unit, ``renew`` renews the unit's lease.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        job_id: str,
-        worker_id: str,
-        lease_s: float,
-        renew: Callable[[], bool] | None = None,
-    ) -> None:
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self._store, self._job_id, self._worker_id = store, job_id, worker_id
-        self._lease_s = lease_s
-        self._renew = renew
-        self._stop = threading.Event()
-        self.progress = 0.0
-        self.lost = False
-
-    def beat(self) -> None:
-        if self._renew is not None:
-            alive = self._renew()
-        else:
-            alive = self._store.heartbeat(
-                self._job_id, self._worker_id, progress=self.progress, lease_s=self._lease_s
-            )
-        if not alive:
-            self.lost = True
-
-    def run(self) -> None:
-        while not self._stop.wait(self._lease_s / 3) and not self.lost:
-            try:
-                self.beat()
-            except Exception:  # a store hiccup must not kill the heartbeat
-                log.exception("heartbeat for %s failed", self._job_id)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class Worker:
-    """Runs jobs from ``store`` with ``engine`` until told to stop."""
+class Worker(UnitWork):
+    """Runs jobs (and units: ``UnitWork``) from ``store`` with ``engine`` until told to stop."""
 
     def __init__(
         self,
@@ -213,7 +163,7 @@ class Worker:
 
     def process(self, job: Transcription) -> None:
         started = time.monotonic()
-        heartbeat = _Heartbeat(self.store, job.id, self.worker_id, self.config.lease_s)
+        heartbeat = Heartbeat(self.store, job.id, self.worker_id, self.config.lease_s)
         heartbeat.progress = job.progress
         heartbeat.start()
         outcome = "completed"
@@ -250,7 +200,7 @@ class Worker:
             JOB_SECONDS.observe(time.monotonic() - started)
         log.info("job %s %s in %.1f s", job.id, outcome, time.monotonic() - started)
 
-    def _run(self, job: Transcription, heartbeat: _Heartbeat) -> TranscriptionResult | object:
+    def _run(self, job: Transcription, heartbeat: Heartbeat) -> TranscriptionResult | object:
         try:
             recording = self.store.get_recording(job.tenant, job.recording_id)
         except NotFound:
@@ -261,7 +211,7 @@ class Worker:
                 f"the recording lasts {duration:.0f} s, more than the limit of "
                 f"{self.config.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
             )
-        sources = _sources(recording, job)
+        sources = sources_of(recording, job)
         units = self.store.list_units(job.id)
         if units or split.should_split(
             sources, split_min_s=self.config.split_min_s, unit_s=self.config.unit_s
@@ -320,102 +270,6 @@ class Worker:
             document_key=key,
         )
 
-    def _split(
-        self, job: Transcription, sources: list[Source], units: list[Unit], heartbeat: _Heartbeat
-    ) -> list[ChunkResult] | None:
-        """A shared job: its chunk results when every unit is done, else None once the
-        units are published (the job is parked until the last one completes)."""
-        if units and all(u.status is UnitStatus.DONE for u in units):
-            raw = self.store.load_chunks(job.id)
-            missing = [u.index for u in units if u.index not in raw]
-            if missing:
-                raise RuntimeError(f"units {missing} are done but their results are missing")
-            heartbeat.progress = max(heartbeat.progress, UNITS_PROGRESS)
-            heartbeat.beat()
-            log.info("job %s: assembling %d units", job.id, len(units))
-            return split.kept_results({u.index: raw[u.index] for u in units}, sources)
-        plan = [UnitPlan(u.index, u.spec) for u in units] or split.plan(
-            sources,
-            self.blobs.local_file,
-            unit_s=self.config.unit_s,
-            should_stop=lambda: self._stop.is_set() or heartbeat.lost,
-        )
-        if not self.store.publish_units(job.id, self.worker_id, plan):
-            heartbeat.lost = True
-            raise Interrupted()
-        log.info("job %s: %d units published", job.id, len(plan))
-        if self.on_publish is not None:
-            self.on_publish()
-        return None
-
-    def process_unit(self, claim: UnitClaim) -> Transcription | None:
-        """Run one unit; return its job when this was the job's last unit (now ours)."""
-        unit, job = claim.unit, claim.job
-        started = time.monotonic()
-        config = self.config
-
-        def renew() -> bool:
-            return self.store.heartbeat_unit(
-                job.id, unit.index, self.worker_id, lease_s=config.lease_s
-            )
-
-        heartbeat = _Heartbeat(self.store, job.id, self.worker_id, config.lease_s, renew)
-        heartbeat.start()
-        outcome, handed = "done", None
-        try:
-            spec = split.UnitSpec.from_json(unit.spec)
-            recording = self.store.get_recording(job.tenant, job.recording_id)
-            source = _sources(recording, job)[spec.source]
-            options = EngineOptions(language=job.options.language, beam_size=config.beam_size)
-            with self.blobs.local_file(source.media_key) as path:
-                result = split.transcribe_unit(
-                    unit.index,
-                    spec,
-                    source,
-                    path,
-                    self.engine,
-                    options,
-                    chunk_max_s=split.unit_chunk_s(config.chunk_max_s, config.unit_s),
-                    concurrency=config.chunk_concurrency,
-                    should_stop=lambda: self._stop.is_set() or heartbeat.lost,
-                )
-            ended = self.store.complete_unit(
-                job.id, unit.index, self.worker_id, result.to_json(), lease_s=config.lease_s
-            )
-            if ended is UnitOutcome.LOST:
-                outcome = "abandoned"
-                log.warning("unit %s#%d: lease lost before completion", job.id, unit.index)
-            elif ended is UnitOutcome.LAST:
-                handed = self.store.get_transcription(job.tenant, job.id)
-        except NotFound:
-            outcome = "abandoned"  # deleted meanwhile
-        except Interrupted:
-            outcome = "released"
-            if not heartbeat.lost and self.store.release_unit(job.id, unit.index, self.worker_id):
-                log.info("unit %s#%d released (worker stopping)", job.id, unit.index)
-        except PostcallError as exc:
-            outcome = "failed"
-            log.info("unit %s#%d failed: %s", job.id, unit.index, exc)
-            error = TranscriptionError(exc.code, exc.message)
-            self.store.fail_unit(job.id, unit.index, self.worker_id, error)
-        except Exception as exc:
-            outcome = "failed"
-            log.exception("unit %s#%d crashed", job.id, unit.index)
-            error = TranscriptionError("internal_error", f"{exc}")
-            self.store.fail_unit(job.id, unit.index, self.worker_id, error)
-        finally:
-            heartbeat.stop()
-        UNITS.labels(outcome).inc()
-        log.info(
-            "unit %s#%d %s in %.1f s (attempt %d)",
-            job.id,
-            unit.index,
-            outcome,
-            time.monotonic() - started,
-            unit.attempts,
-        )
-        return handed
-
     def _attribution(
         self, recording: Recording, job: Transcription, participants: tuple[Participant, ...]
     ) -> Callable[[tuple[Segment, ...]], tuple[Segment, ...]] | None:
@@ -449,16 +303,6 @@ class Worker:
             max_speakers=job.options.max_speakers or 8,
         )
         return [speakers.Turn(t.start, t.end, f"spk{t.speaker}") for t in found]
-
-
-def _sources(recording: Recording, job: Transcription) -> list[Source]:
-    """What a job transcribes: each participant's track, or the whole recording."""
-    if job.options.speakers is SpeakerMode.SEPARATE_STREAMS:
-        return [
-            Source(t.media_key, t.duration, t.offset, t.stream_index, t.channel, t.participant_id)
-            for t in recording_tracks(recording)
-        ]
-    return [Source(recording.media_key, recording.media.duration)]
 
 
 class WorkerPool:

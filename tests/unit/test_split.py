@@ -116,7 +116,7 @@ def unit_runs(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.threadName or ""
         for r in caplog.records
-        if r.name == "postcall.worker" and re.match(r"unit tr_\w+#\d+ done", r.getMessage())
+        if r.name == "postcall.unit_worker" and re.match(r"unit tr_\w+#\d+ done", r.getMessage())
     ]
 
 
@@ -132,7 +132,7 @@ def test_three_workers_share_one_recording_and_get_the_same_document(
     one_id, one = transcribe(parts, rec.id, ScriptedEngine(), CONFIG, 1)
     engine = TimedEngine(0.2)
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="postcall.worker")
+    caplog.set_level(logging.INFO, logger="postcall.unit_worker")
     three_id, three = transcribe(parts, rec.id, engine, CONFIG, 3)
     assert texts(one) == texts(three)
     runs = unit_runs(caplog)
