@@ -6,6 +6,7 @@ at most one chunk plus one block, so memory does not grow with the recording's l
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -85,8 +86,15 @@ def decode(
     stream_index: int | None = None,
     channel: int | None = None,
     block_s: float = 10.0,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Iterator[Audio]:
     """Lazily yield the audio as float32 mono 16 kHz blocks of ``block_s`` seconds.
+
+    ``start`` and ``end`` (seconds) limit it to that stretch of the recording: the
+    container is seeked to shortly before ``start`` (decoding from the beginning
+    where it cannot seek), so a stretch late in a long file costs about its own
+    length to decode. Past the end of the audio, a stretch is empty (no error).
 
     ``stream_index`` is the container's index of an audio stream (``AudioStreamInfo.index``);
     by default the first audio stream. Channels are mixed down to mono, unless
@@ -110,7 +118,17 @@ def decode(
                 f"{stream.codec_context.channels} channels",
                 field="channels",
             )
-        for piece in _decoded_pieces(container, stream, channel):
+        limit = None if end is None else max(0, round((end - max(start, 0.0)) * SAMPLE_RATE))
+        pieces = (
+            _decoded_pieces(container, stream, channel)
+            if start <= 0
+            else _pieces_from(path, container, stream, channel, start)
+        )
+        for piece in pieces:
+            if limit is not None:
+                piece = piece[: max(0, limit - total - pending_n)]
+                if not piece.size:
+                    break
             pending.append(piece)
             pending_n += piece.size
             if pending_n < block_n:
@@ -125,7 +143,7 @@ def decode(
         if pending_n:
             total += pending_n
             yield np.concatenate(pending)
-        if not total:
+        if not total and start <= 0:
             raise errors.EmptyAudio("the audio stream contains no decodable audio")
 
 
@@ -319,22 +337,36 @@ def _seconds(ticks: int | None, unit: Fraction | float | None) -> float | None:
 
 
 def _decoded_pieces(
-    container: InputContainer, stream: AudioStream, channel: int | None = None
+    container: InputContainer,
+    stream: AudioStream,
+    channel: int | None = None,
+    first_time: list[float | None] | None = None,
 ) -> Iterator[Audio]:
     """Decode ``stream`` to float32 mono 16 kHz arrays of whatever size frames give.
 
-    With ``channel``, that channel alone instead of the mix of all.
+    With ``channel``, that channel alone instead of the mix of all. ``first_time``
+    receives the time of the first decoded frame (seconds from the stream's start,
+    None when the frame has no timestamp) before the first array is yielded.
     """
     resampler: av.AudioResampler | None = None
     shape: tuple[str, str, int] | None = None
+    # Frames are gathered into ~0.5 s batches before resampling: many containers (WAV
+    # above all) carry ~1000-sample frames, and per-frame work would dominate.
+    fifo = av.AudioFifo()
+    batch = 0
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
+                if first_time is not None and not first_time:
+                    first_time.append(_frame_time(frame, stream))
                 # A resampler is built for one input format; streams (WebM from meeting
                 # bots especially) may change layout or rate mid-way, so rebuild then.
                 frame_shape = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if resampler is None or frame_shape != shape:
                     if resampler is not None:
+                        yield from _resampled(
+                            resampler, fifo.read() if fifo.samples else None, channel
+                        )
                         yield from _resampled(resampler, None, channel)
                     # s16 as faster-whisper's own decode_audio does: FFmpeg then mixes
                     # channels with normalised weights ((L + R) / 2), no level boost.
@@ -345,10 +377,17 @@ def _decoded_pieces(
                         rate=SAMPLE_RATE,
                     )
                     shape = frame_shape
-                yield from _resampled(resampler, frame, channel)
+                    fifo = av.AudioFifo()
+                    batch = max(1, frame.sample_rate // 2)
+                frame.pts = None  # the FIFO checks continuity; the times are not needed
+                fifo.write(frame)
+                if fifo.samples >= batch:
+                    yield from _resampled(resampler, fifo.read(), channel)
     except av.error.FFmpegError as exc:
         log.warning("audio decoding stopped early, keeping what was decoded: %s", exc)
     if resampler is not None:
+        if fifo.samples:
+            yield from _resampled(resampler, fifo.read(), channel)
         yield from _resampled(resampler, None, channel)
 
 
@@ -360,3 +399,72 @@ def _resampled(
         samples = samples.reshape(-1) if channel is None else samples[channel]
         # Same scaling as faster_whisper.audio.decode_audio.
         yield samples.astype(np.float32) / np.float32(32768.0)
+
+
+_PREROLL_S = 1.0
+"""Seek this far before a stretch: decoders (MP3's bit reservoir, AAC, Opus) need
+some packets before their output is exact, and seeks land on packet boundaries."""
+
+
+def _frame_time(frame: av.AudioFrame, stream: AudioStream) -> float | None:
+    if frame.pts is None or stream.time_base is None:
+        return None
+    return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+
+
+def _pieces_from(
+    path: str | os.PathLike[str],
+    container: InputContainer,
+    stream: AudioStream,
+    channel: int | None,
+    start: float,
+) -> Iterator[Audio]:
+    """Decoded audio from ``start`` seconds on: seek, then drop what precedes ``start``.
+
+    Where the container cannot seek (or the frames carry no timestamps, or the seek
+    lands after ``start``), decode from the beginning instead and drop as much.
+    """
+    target = start - _PREROLL_S
+    if target > 0 and stream.time_base is not None:
+        first: list[float | None] = []
+        try:
+            ticks = int(target / stream.time_base) + (stream.start_time or 0)
+            container.seek(ticks, stream=stream, backward=True)
+        except (av.error.FFmpegError, OverflowError, ValueError) as exc:
+            log.debug("cannot seek, decoding from the start: %s", exc)
+        else:
+            pieces = _decoded_pieces(container, stream, channel, first)
+            head = next(pieces, None)
+            if head is None:
+                return  # nothing after the seek point: past the end
+            t0 = first[0] if first else None
+            if t0 is not None and t0 <= start:
+                yield from _skipped(
+                    itertools.chain([head], pieces), round((start - t0) * SAMPLE_RATE)
+                )
+                return
+            log.debug("seek landed at %s s for %s s: decoding from the start", t0, start)
+    with _open(path) as again:
+        again_stream = _first_audio_stream(again, stream.index)
+        pieces = _decoded_pieces(again, again_stream, channel)
+        yield from _skipped(pieces, round(start * SAMPLE_RATE))
+
+
+def _skipped(pieces: Iterator[Audio], skip: int) -> Iterator[Audio]:
+    """``pieces`` without their first ``skip`` samples."""
+    for piece in pieces:
+        if skip >= piece.size:
+            skip -= piece.size
+            continue
+        yield piece[skip:]
+        skip = 0
+
+
+def quietest_cut(window: Audio, sample_rate: int = SAMPLE_RATE) -> int:
+    """Where a chunk may end inside ``window``: the middle of its longest near-silent run.
+
+    The same rule ``split_at_silences`` cuts by, as a sample offset into ``window``.
+    """
+    if not window.size:
+        return 0
+    return _cut_point(np.asarray(window, dtype=np.float32), 0, sample_rate)

@@ -80,11 +80,16 @@ def transcribe_media(
     concurrency: int = 1,
     stream_index: int | None = None,
     channel: int | None = None,
+    start: float = 0.0,
+    end: float | None = None,
     done: Mapping[int, ChunkResult] | None = None,
     on_chunk: Callable[[ChunkResult, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[ChunkResult]:
     """Transcribe a media file chunk by chunk; return every chunk's result in order.
+
+    ``start`` and ``end`` (seconds) limit it to that stretch (chunk times stay on the
+    file's timeline).
 
     ``done`` holds results of an earlier run (by chunk index); those chunks are not
     transcribed again. ``on_chunk(result, progress)`` is called after each chunk, in
@@ -95,11 +100,13 @@ def transcribe_media(
     """
     done = done or {}
     results: list[ChunkResult] = []
-    chunks = audio.split_at_silences(
-        audio.decode(path, stream_index=stream_index, channel=channel),
+    chunks: Iterable[audio.Chunk] = audio.split_at_silences(
+        audio.decode(path, stream_index=stream_index, channel=channel, start=start, end=end),
         max_chunk_s=chunk_max_s,
         min_chunk_s=chunk_max_s / 3,
     )
+    if start > 0:
+        chunks = (replace(c, start=start + c.start) for c in chunks)
     in_flight: deque[tuple[audio.Chunk, Future[ChunkResult]]] = deque()
 
     def finish_oldest() -> None:
@@ -213,12 +220,16 @@ def transcribe_sources(
                 should_stop=should_stop,
             )
         covered += source.duration
-        for c in chunks:
-            segments = tuple(
-                replace(s.shifted(source.offset), speaker=source.speaker) for s in c.segments
-            )
-            results.append(replace(c, index=base + c.index, segments=segments))
+        results.extend(placed(replace(c, index=base + c.index), source) for c in chunks)
     return results
+
+
+def placed(chunk: ChunkResult, source: Source) -> ChunkResult:
+    """A source's chunk result moved onto the recording's timeline, with its speaker."""
+    segments = tuple(
+        replace(s.shifted(source.offset), speaker=source.speaker) for s in chunk.segments
+    )
+    return replace(chunk, segments=segments)
 
 
 def transcribe_chunk(engine: Engine, chunk: audio.Chunk, options: EngineOptions) -> ChunkResult:

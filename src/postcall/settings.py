@@ -150,6 +150,24 @@ class Settings(BaseSettings):
         24 * 3600.0, gt=0, description="How long an Idempotency-Key's response is kept (s)."
     )
 
+    split_min_s: float = Field(
+        600.0,
+        description="Recordings with more audio than this (s) are split into units that "
+        "any idle worker can take, so several workers share one long recording; set it "
+        "above POSTCALL_MAX_DURATION_S to never split.",
+    )
+    split_unit_s: float | None = Field(
+        None,
+        description="Longest unit of a split recording (s), cut at a silence; default "
+        "the larger of POSTCALL_CHUNK_MAX_S and 300 s.",
+    )
+
+    @property
+    def resolved_split_unit_s(self) -> float:
+        if self.split_unit_s is not None:
+            return self.split_unit_s
+        return max(self.resolved_chunk_max_s, 300.0)
+
     lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")
     worker_poll_s: float = Field(1.0, description="How often an idle worker looks for work (s).")

@@ -93,6 +93,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         beam_size=settings.whisper_beam_size,
         max_duration_s=settings.max_duration_s,
         chunk_concurrency=settings.whisper_concurrency if settings.whisper_url else 1,
+        split_min_s=settings.split_min_s,
+        unit_s=settings.resolved_split_unit_s,
     )
 
 

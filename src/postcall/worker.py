@@ -1,10 +1,16 @@
-"""The worker: claims jobs from the store and runs the pipeline on them.
+"""The worker: claims jobs (and chunk units) from the store and runs the pipeline on them.
 
-A worker runs one job at a time. While a job runs, a heartbeat thread renews its
-lease (and records progress) every third of a lease; if the heartbeat is refused
-(the lease was lost, or the transcription was deleted) the job stops at the next
+A worker runs one job or unit at a time. While it runs, a heartbeat thread renews
+its lease (and records progress) every third of a lease; if the heartbeat is refused
+(the lease was lost, or the transcription was deleted) the work stops at the next
 chunk and its result is dropped. A failing job never stops the worker.
 ``burst=True`` drains the queue and returns, for tests and batch use.
+
+A job with more audio than ``split_min_s`` is shared: the worker that claims it
+plans it into units of up to ``unit_s`` (``postcall.split``), publishes them and
+parks the job; any worker then claims units; the one that completes the last unit
+assembles the transcript from the kept chunk results (the same path a resumed job
+takes).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from postcall import audio, formats, speakers
+from postcall import audio, formats, speakers, split
 from postcall.blobs.base import BlobStore
 from postcall.domain import (
     Participant,
@@ -33,15 +39,18 @@ from postcall.domain import (
     default_speaker,
     new_id,
     participants_from_metadata,
-    recording_tracks,
     started_at_from_metadata,
     timeline_from_metadata,
 )
 from postcall.engines.base import Engine, EngineOptions, Loadable
 from postcall.errors import DurationExceeded, NotFound, PostcallError
-from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
+from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_sources
 from postcall.service import document_key
 from postcall.store.base import Store
+from postcall.store.units import (
+    UnitClaim,
+)
+from postcall.unit_worker import Heartbeat, UnitWork, sources_of
 
 log = logging.getLogger(__name__)
 
@@ -63,38 +72,15 @@ class WorkerConfig:
     max_duration_s: float = 4 * 3600.0
     chunk_concurrency: int = 1
     reconcile_every_s: float = 30.0
+    split_min_s: float = 600.0
+    unit_s: float = 300.0
 
 
-class _Heartbeat(threading.Thread):
-    """Renews a job's lease until stopped; remembers when the lease was lost."""
-
-    def __init__(self, store: Store, job_id: str, worker_id: str, lease_s: float) -> None:
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self._store, self._job_id, self._worker_id = store, job_id, worker_id
-        self._lease_s = lease_s
-        self._stop = threading.Event()
-        self.progress = 0.0
-        self.lost = False
-
-    def beat(self) -> None:
-        if not self._store.heartbeat(
-            self._job_id, self._worker_id, progress=self.progress, lease_s=self._lease_s
-        ):
-            self.lost = True
-
-    def run(self) -> None:
-        while not self._stop.wait(self._lease_s / 3) and not self.lost:
-            try:
-                self.beat()
-            except Exception:  # a store hiccup must not kill the heartbeat
-                log.exception("heartbeat for %s failed", self._job_id)
-
-    def stop(self) -> None:
-        self._stop.set()
+_PARKED = object()  # a split job's units are published: the job waits for them
 
 
-class Worker:
-    """Runs jobs from ``store`` with ``engine`` until told to stop."""
+class Worker(UnitWork):
+    """Runs jobs (and units: ``UnitWork``) from ``store`` with ``engine`` until told to stop."""
 
     def __init__(
         self,
@@ -113,6 +99,8 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.current: Transcription | None = None
+        self.current_unit: UnitClaim | None = None
+        self.on_publish: Callable[[], None] | None = None  # wakes idle peers (a pool)
         self._last_reconcile = time.monotonic()
 
     def notify(self) -> None:
@@ -152,27 +140,38 @@ class Worker:
             log.warning("re-enqueued %d queued jobs that had lost their queue entry", restored)
 
     def run_once(self) -> bool:
-        """Claim and run one job; False when there was none."""
-        job = self.store.claim(
+        """Claim and run one job or unit; False when there was none."""
+        work = self.store.claim_work(
             self.worker_id, lease_s=self.config.lease_s, max_attempts=self.config.max_attempts
         )
-        if job is None:
+        if work is None:
             return False
-        self.current = job
-        try:
-            self.process(job)
-        finally:
-            self.current = None
+        job: Transcription | None = work if isinstance(work, Transcription) else None
+        if isinstance(work, UnitClaim):
+            self.current_unit = work
+            try:
+                job = self.process_unit(work)  # the job, when this was its last unit
+            finally:
+                self.current_unit = None
+        if job is not None:
+            self.current = job
+            try:
+                self.process(job)
+            finally:
+                self.current = None
         return True
 
     def process(self, job: Transcription) -> None:
         started = time.monotonic()
-        heartbeat = _Heartbeat(self.store, job.id, self.worker_id, self.config.lease_s)
+        heartbeat = Heartbeat(self.store, job.id, self.worker_id, self.config.lease_s)
+        heartbeat.progress = job.progress
         heartbeat.start()
         outcome = "completed"
         try:
             result = self._run(job, heartbeat)
-            if result is None:
+            if result is _PARKED:
+                outcome = "split"
+            elif not isinstance(result, TranscriptionResult):
                 outcome = "abandoned"
             elif not self.store.complete(job.id, self.worker_id, result):
                 outcome = "abandoned"
@@ -194,11 +193,14 @@ class Worker:
         finally:
             heartbeat.stop()
         JOBS.labels(outcome).inc()
+        if outcome == "split":
+            log.info("job %s split into units (%.1f s)", job.id, time.monotonic() - started)
+            return
         if outcome in ("completed", "failed"):
             JOB_SECONDS.observe(time.monotonic() - started)
         log.info("job %s %s in %.1f s", job.id, outcome, time.monotonic() - started)
 
-    def _run(self, job: Transcription, heartbeat: _Heartbeat) -> TranscriptionResult | None:
+    def _run(self, job: Transcription, heartbeat: Heartbeat) -> TranscriptionResult | object:
         try:
             recording = self.store.get_recording(job.tenant, job.recording_id)
         except NotFound:
@@ -209,6 +211,15 @@ class Worker:
                 f"the recording lasts {duration:.0f} s, more than the limit of "
                 f"{self.config.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
             )
+        sources = sources_of(recording, job)
+        units = self.store.list_units(job.id)
+        if units or split.should_split(
+            sources, split_min_s=self.config.split_min_s, unit_s=self.config.unit_s
+        ):
+            chunks = self._split(job, sources, units, heartbeat)
+            if chunks is None:
+                return _PARKED
+            return self._finish(job, recording, chunks)
         done = {i: ChunkResult.from_json(p) for i, p in self.store.load_chunks(job.id).items()}
         if done:
             log.info("job %s resumes with %d chunks already done", job.id, len(done))
@@ -219,16 +230,6 @@ class Worker:
             heartbeat.progress = progress
             heartbeat.beat()  # progress shows at once, and the lease is renewed
 
-        mode = job.options.speakers
-        if mode is SpeakerMode.SEPARATE_STREAMS:
-            sources = [
-                Source(
-                    t.media_key, t.duration, t.offset, t.stream_index, t.channel, t.participant_id
-                )
-                for t in recording_tracks(recording)
-            ]
-        else:
-            sources = [Source(recording.media_key, duration)]
         options = EngineOptions(
             language=job.options.language,
             beam_size=self.config.beam_size,
@@ -245,6 +246,13 @@ class Worker:
             on_chunk=on_chunk,
             should_stop=lambda: self._stop.is_set() or heartbeat.lost,
         )
+        return self._finish(job, recording, chunks)
+
+    def _finish(
+        self, job: Transcription, recording: Recording, chunks: list[ChunkResult]
+    ) -> TranscriptionResult:
+        """Assemble the transcript from every chunk's result and keep its document."""
+        duration = recording.media.duration
         participants = participants_from_metadata(recording.metadata)
         document = assemble(
             chunks,
@@ -319,6 +327,8 @@ class WorkerPool:
         concurrency: int = 1,
     ) -> None:
         self.workers = [Worker(store, blobs, engine, config) for _ in range(max(1, concurrency))]
+        for w in self.workers:
+            w.on_publish = self.notify
         self._threads: list[threading.Thread] = []
         self._store = store
 
@@ -359,3 +369,8 @@ class WorkerPool:
             job = w.current
             if job is not None and self._store.release(job.id, w.worker_id):
                 log.warning("job %s released: it did not reach a chunk boundary in time", job.id)
+            held = w.current_unit
+            if held is not None and self._store.release_unit(
+                held.job.id, held.unit.index, w.worker_id
+            ):
+                log.warning("unit %s#%d released: still running", held.job.id, held.unit.index)

@@ -197,9 +197,7 @@ def get_delivery(delivery_id: str, tenant: Tenant, hooks: Hooks) -> Any:
     return delivery_view(hooks.get_delivery(tenant, delivery_id))
 
 
-@router.post(
-    "/deliveries/{delivery_id}/resend", status_code=202, responses=error_responses(409)
-)
+@router.post("/deliveries/{delivery_id}/resend", status_code=202, responses=error_responses(409))
 def resend(delivery_id: str, tenant: Tenant, hooks: Hooks) -> Any:
     """Send the delivery again now, with the same webhook-id."""
     return delivery_view(hooks.resend(tenant, delivery_id))

@@ -29,6 +29,7 @@ from postcall.domain import (
     TranscriptionStatus,
 )
 from postcall.store.idempotency import IdempotencyStore
+from postcall.store.units import UnitStore
 from postcall.store.webhooks_base import WebhookStore
 
 T = TypeVar("T")
@@ -42,9 +43,9 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(WebhookStore, IdempotencyStore, Protocol):
+class Store(WebhookStore, IdempotencyStore, UnitStore, Protocol):
     """Records (recordings, transcriptions, API keys, idempotency keys), the job queue
-    and the webhook outbox."""
+    with its chunk units, and the webhook outbox."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:

@@ -65,6 +65,7 @@ from postcall.store.base import (
     transcription_from_row,
 )
 from postcall.store.redis_idempotency import RedisIdempotency
+from postcall.store.redis_units import RedisUnitsMixin
 from postcall.store.redis_webhooks import RedisWebhooks
 
 _GROUP = "workers"
@@ -86,8 +87,9 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-class RedisStore(RedisWebhooks, RedisIdempotency):
-    """The ``Store`` port on Redis (see the module docstring for the layout)."""
+class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
+    """The ``Store`` port on Redis (see the module docstring for the layout; chunk
+    units: ``RedisUnitsMixin``)."""
 
     def __init__(
         self,
@@ -121,6 +123,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency):
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
         self._init_webhooks()
         self._init_idempotency()
+        self._init_units()
 
     @classmethod
     def from_url(

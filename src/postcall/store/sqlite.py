@@ -36,6 +36,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.sqlite_units import UNITS_SCHEMA, SqliteUnitsMixin
 from postcall.store.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhooks
 
 T = TypeVar("T")
@@ -92,8 +93,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency):
-    """The ``Store`` port on one SQLite file."""
+class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixin):
+    """The ``Store`` port on one SQLite file (chunk units: ``SqliteUnitsMixin``)."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
@@ -105,7 +106,7 @@ class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency):
         self._lock = threading.Lock()
         db = self._conn()
         # executescript manages its own transaction
-        db.executescript(_SCHEMA + WEBHOOK_SCHEMA + idempotency.SCHEMA)
+        db.executescript(_SCHEMA + WEBHOOK_SCHEMA + idempotency.SCHEMA + UNITS_SCHEMA)
         columns = {r["name"] for r in db.execute("PRAGMA table_info(transcriptions)")}
         if "metadata" not in columns:  # a database made before transcripts had metadata
             db.execute("ALTER TABLE transcriptions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
