@@ -61,6 +61,7 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(PY) bench/pipeline.py
+	$(PY) bench/long.py
 	$(PY) bench/queueing.py
 	$(PY) bench/split.py
 	$(PY) bench/speakers.py
