@@ -278,7 +278,9 @@ def _filterbank(highpass_hz: float) -> Array:
     return (bank * (response**2)[None, :]).astype(np.float32)
 
 
-def highpass_response(freqs: npt.NDArray[np.float64], cutoff_hz: float) -> npt.NDArray[np.float64]:
+def highpass_response(
+    freqs: npt.NDArray[np.floating[Any]], cutoff_hz: float
+) -> npt.NDArray[np.float64]:
     """Magnitude of a 4th-order Butterworth high-pass at ``freqs`` (zero phase).
 
     Far-field meeting audio carries most of its energy below 200 Hz (ventilation,
