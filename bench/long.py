@@ -15,9 +15,9 @@ processes of its own so that peak RSS belongs to that run alone:
     perfect segmentation would give.
 
 postcall runs the real thing: a SQLite store and a blob folder, the recording stored
-and queued through the service, then ``postcall worker --burst`` processes that
-drain it; the clock runs from their start to the transcript's completion, the model
-load included (about a second for tiny.en). Worker processes share the machine's
+and queued through the service, then ``postcall worker`` processes that run until
+the transcript is finished; the clock runs from their start to its completion, the
+model load included (about a second for tiny.en). Worker processes share the machine's
 cores (POSTCALL_WHISPER_CPU_THREADS = cores / workers), so on a 2-core machine more
 workers cannot finish sooner; what (d) shows here is the cost of the split: total
 CPU seconds of all workers against one worker's. Speed is audio seconds per wall
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,25 +98,38 @@ def postcall_workers(model_dir: str, wav: Path, workers: int) -> dict[str, Any]:
             )
         job = parts.service.request_transcription("bench", recording.id, language="en")
         start = time.perf_counter()
+        # Not --burst: a worker that starts while another one plans the split would find
+        # nothing to claim yet and leave. They run until the transcript is finished.
+        logs = [Path(tmp) / f"worker-{i}.log" for i in range(workers)]
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "postcall.cli", "worker", "--burst"],
+                [sys.executable, "-m", "postcall.cli", "worker"],
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=log.open("wb"),
             )
-            for _ in range(workers)
+            for log in logs
         ]
+        deadline = time.monotonic() + 3 * 3600
+        while True:
+            status = parts.service.get_transcription("bench", job.id).status
+            if status.terminal or time.monotonic() > deadline:
+                break
+            if any(p.poll() is not None for p in procs):
+                break  # a worker died: reported below
+            time.sleep(0.2)  # polling a store a few times a second; no event to wait on
+        wall = time.perf_counter() - start
         cpu, peak = 0.0, 0.0
-        for proc in procs:
-            _, status, ru = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.returncode is not None:  # it ended on its own (and was reaped): a crash
+                raise RuntimeError(f"worker failed: {log.read_text()[-2000:]}")
+            proc.send_signal(signal.SIGTERM)
+            _, status_code, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status_code)
             cpu += ru.ru_utime + ru.ru_stime
             peak = max(peak, ru.ru_maxrss / 1024)
             if proc.returncode != 0:
-                assert proc.stderr is not None
-                raise RuntimeError(f"worker failed: {proc.stderr.read().decode()[-2000:]}")
-        wall = time.perf_counter() - start
+                raise RuntimeError(f"worker failed: {log.read_text()[-2000:]}")
         done = parts.service.get_transcription("bench", job.id)
         if done.status is not TranscriptionStatus.COMPLETED:
             raise RuntimeError(f"transcription ended {done.status}: {done.error}")

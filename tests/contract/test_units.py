@@ -51,7 +51,7 @@ def _recording(store: Store) -> None:  # noqa: F811
     store.add_recording(recording())
 
 
-def failed_events(store: Store, transcription_id: str) -> list[str | None]:
+def failed_events(store: Store, transcription_id: str) -> list[str | None]:  # noqa: F811
     """The sub-codes of the ``transcript.failed`` events in the outbox for one job."""
     return [
         e.sub_code
