@@ -46,6 +46,7 @@ from pipeline import (  # a sibling script
     default_model,
     english_clips,
     measure,
+    usage,
 )
 
 
@@ -56,12 +57,6 @@ def plain_batched(model_dir: str, path: str) -> dict[str, Any]:
     threads = os.cpu_count() or 1
     model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
     batched = BatchedInferencePipeline(model)
-    import resource
-
-    def usage() -> tuple[float, float]:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
-
     cpu, start = usage()[0], time.perf_counter()
     segments, _ = batched.transcribe(
         path, language="en", beam_size=5, word_timestamps=True, batch_size=8

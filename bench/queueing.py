@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from tests import media  # noqa: E402
 from tests.contract.redis_server import running_redis_server  # noqa: E402
 from tests.e2e.server import Server  # noqa: E402
-from tests.e2e.workers import WorkerProcess  # noqa: E402
+from tests.e2e.workers import WorkerProcess, wait_ready  # noqa: E402
 
 from postcall.blobs.local import LocalBlobStore  # noqa: E402
 from postcall.domain import TranscriptionStatus  # noqa: E402
@@ -149,11 +149,7 @@ def bench_workers(
     procs = [WorkerProcess(env, run_dir / f"w{i}.log") for i in range(workers)]
     tick = threading.Event()
     try:
-        deadline = time.monotonic() + 60
-        while not all(" ready" in p.log() for p in procs):
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not start")
-            tick.wait(0.05)
+        wait_ready(procs)
         total = workers * jobs_per_worker
 
         def drain(count: int) -> float:

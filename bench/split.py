@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.contract.redis_server import running_redis_server  # noqa: E402
-from tests.e2e.workers import WorkerProcess  # noqa: E402
+from tests.e2e.workers import WorkerProcess, wait_ready  # noqa: E402
 
 from postcall.blobs.local import LocalBlobStore  # noqa: E402
 from postcall.domain import TranscriptionStatus  # noqa: E402
@@ -111,11 +111,7 @@ def run(
     procs = [WorkerProcess(env, run_dir / f"w{i}.log") for i in range(workers)]
     tick = threading.Event()
     try:
-        deadline = time.monotonic() + 60
-        while not all(" ready" in p.log() for p in procs):
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not start")
-            tick.wait(0.05)
+        wait_ready(procs)
         # One short job per worker first: first-job costs (imports, caches) not timed.
         warm = [service.request_transcription("bench", recs["short"].id).id for _ in procs]
         wait_terminal(store, warm, 120)

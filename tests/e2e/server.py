@@ -64,6 +64,12 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def client(self, key: str, *, timeout: float = 30) -> httpx.Client:
+        """An HTTP client for this server that sends ``key`` as a Bearer token."""
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -44,9 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> 
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-    ) as c:
+    with server.client(KEY) as c:
         yield c
 
 

@@ -53,7 +53,7 @@ def stack(
 
 
 def client_for(api: Server) -> httpx.Client:
-    return httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    return api.client(KEY)
 
 
 def spoken(result: dict[str, object]) -> str:

@@ -35,9 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> 
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
-    ) as c:
+    with server.client(KEY, timeout=60) as c:
         yield c
 
 

@@ -29,7 +29,7 @@ FAST_HOOKS = {
 
 
 def client_for(server: Server) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    return server.client(KEY)
 
 
 def add_endpoint(client: httpx.Client, url: str, **body: Any) -> dict[str, Any]:

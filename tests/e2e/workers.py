@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.helpers import wait_for
 
 
 class WorkerProcess:
@@ -54,3 +55,10 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(procs: list[WorkerProcess], timeout: float = 60) -> None:
+    """Wait until every worker has logged that it is ready to take work."""
+    wait_for(
+        lambda: all(" ready" in p.log() for p in procs), timeout=timeout, what="workers to start"
+    )
