@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from postcall.voice_encoder import HOP, PARTIAL_FRAMES, SAMPLE_RATE
 from tests import media
 from tests.conftest import clip
 from tests.e2e.server import Server, model_server
@@ -212,13 +213,15 @@ def test_offline_diarization_splits_a_two_speaker_mix(
     rec = create(client, [mono])
     _, doc = finished(client, rec["id"], speakers={"mode": "diarize", "min_speakers": 2})
     assert set(doc["speakers"]) == {"Speaker 1", "Speaker 2"}
-    right = {w["text"] for s in doc["segments"] for w in s["words"] if s["speaker"] == "Speaker 1"}
-    left = {w["text"] for s in doc["segments"] for w in s["words"] if s["speaker"] == "Speaker 2"}
-    assert right and left
-    for seg in doc["segments"]:
-        for w in seg["words"]:
-            mid = (w["start"] + w["end"]) / 2
-            if mid < 2.2:
-                assert seg["speaker"] == "Speaker 1", (w, seg["speaker"])
-            if mid > 2.7:
-                assert seg["speaker"] == "Speaker 2", (w, seg["speaker"])
+    words = [(w, s["speaker"]) for s in doc["segments"] for w in s["words"]]
+    trace = [(w["text"], w["start"], w["end"], who) for w, who in words]
+    # The diarizer labels 1.6 s windows (the encoder's partial utterance), so a speaker
+    # change can land anywhere within half a window of the true one: only words clear
+    # of the change at 2.55 s by that much are asserted, whatever the CPU's rounding.
+    resolution = PARTIAL_FRAMES * HOP / SAMPLE_RATE / 2
+    change = 2.55
+    mids = [((w["start"] + w["end"]) / 2, who) for w, who in words]
+    before = {who for mid, who in mids if mid < change - resolution}
+    after = {who for mid, who in mids if mid > change + resolution}
+    assert len(before) == 1 and len(after) == 1, trace
+    assert before != after, trace
