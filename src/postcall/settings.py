@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Decoding windows run at once (batched inference); 0 = auto (8 on a "
-        "CPU, 16 on a GPU), 1 = sequential decoding.",
+        "CPU, 16 on a GPU), 1 = one window at a time.",
     )
     whisper_idle_unload_s: float = Field(
         0.0,

@@ -6,11 +6,23 @@ dropped after that long without work, to give the memory (a GPU's above all) bac
 and loads again on the next call. Nothing here is imported by the API process:
 wiring imports this module only for workers.
 
-Decoding is batched by default: the chunk's speech regions (Silero VAD) are packed
-into 30-second windows cut only at pauses (``windows.plan_windows``), and those
-windows are decoded ``batch_size`` at a time by faster-whisper's
-``BatchedInferencePipeline`` through its clip timestamps, so that no window boundary
-falls inside a word. ``batch_size=1`` decodes sequentially instead.
+Every chunk goes the same way (``_transcribe_windows``):
+
+1. its level is conditioned (``levels.levelled``): each stretch of speech is raised
+   towards one level by its own loudness, bounded, and only where it stands out of
+   the room's noise, so a participant 40 dB below the others is heard;
+2. its speech regions are found on that (``speech.find_speech``);
+3. the regions are packed into 30-second windows cut only at pauses, inner pauses
+   shortened (``windows.plan_windows``, ``windows.splice``), and the windows decoded
+   ``batch_size`` at a time by faster-whisper's ``BatchedInferencePipeline``, with
+   timestamps, so that the model reads on from one utterance to the next;
+4. each word is mapped back through the splice and kept inside the region it was
+   said in (``completeness.place``);
+5. the result is checked against the audio: every region of a second or more that
+   came back with no words, or far too few, is decoded again on its own
+   (``completeness.deficient``), and the fuller reading kept.
+
+``batch_size=1`` decodes the same windows one at a time.
 """
 
 from __future__ import annotations
@@ -28,8 +40,11 @@ import numpy as np
 import numpy.typing as npt
 
 from postcall.domain import Segment, Word
+from postcall.engines import completeness
 from postcall.engines.base import EngineOptions, EngineResult
-from postcall.engines.windows import plan_windows, splice, split_segment
+from postcall.engines.levels import levelled
+from postcall.engines.speech import find_speech
+from postcall.engines.windows import RATE, plan_windows, splice
 from postcall.errors import EngineError, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,9 +74,9 @@ SIZE_NAMES = (
 # Pauses inside a decoding window are shortened to this; longer ones make decoding
 # without timestamps stop early and drop the words after them.
 MAX_GAP_S = 0.3
-# Speech regions: Silero VAD with short pauses counted as gaps, padded a little.
-VAD_MIN_SILENCE_MS = 160
-VAD_PAD_MS = 200
+# Whisper's test for a window that holds no speech (faster-whisper's defaults).
+NO_SPEECH_PROB = 0.6
+NO_SPEECH_LOGPROB = -1.0
 
 
 def resolve_device(device: str) -> str:
@@ -222,18 +237,7 @@ class FasterWhisperEngine:
         with self._lock:
             self._active += 1
         try:
-            if self.batch_size > 1:
-                return self._transcribe_batched(model, audio, options)
-            raw_segments, info = model.transcribe(
-                audio,
-                language=options.language,
-                beam_size=options.beam_size,
-                vad_filter=options.vad,
-                word_timestamps=options.word_timestamps,
-                initial_prompt=options.prompt or None,
-            )
-            segments = tuple(_segment(s) for s in raw_segments)
-            return EngineResult(language=str(info.language), segments=segments)
+            return self._transcribe_windows(model, audio, options)
         except Exception as exc:
             raise EngineError(f"inference failed: {exc}") from exc
         finally:
@@ -241,43 +245,73 @@ class FasterWhisperEngine:
                 self._active -= 1
                 self._last_used = time.monotonic()
 
-    def _transcribe_batched(
+    def _transcribe_windows(
         self, model: Any, audio: npt.NDArray[np.float32], options: EngineOptions
     ) -> EngineResult:
         from faster_whisper import BatchedInferencePipeline
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-        if options.vad:
-            found = get_speech_timestamps(
-                audio,
-                VadOptions(min_silence_duration_ms=VAD_MIN_SILENCE_MS, speech_pad_ms=VAD_PAD_MS),
-            )
-            speech = [(int(r["start"]), int(r["end"])) for r in found]
-        else:
-            speech = [(0, int(audio.size))]
-        windows = plan_windows(speech, audio, max_gap_s=MAX_GAP_S)
+        conditioned = levelled(audio)
+        speech = find_speech(conditioned, audio) if options.vad else [(0, int(audio.size))]
+        windows = plan_windows(speech, conditioned, max_gap_s=MAX_GAP_S)
         if not windows:
             return EngineResult(language=options.language or "", segments=())
-        spliced = splice(audio, windows, max_gap_s=MAX_GAP_S)
         with self._lock:
             if self._batched is None:
                 self._batched = BatchedInferencePipeline(model)
             pipeline = self._batched
+        spliced = splice(conditioned, windows, max_gap_s=MAX_GAP_S)
+        # Packed windows are read with timestamps: the model then goes on from one
+        # utterance to the next instead of stopping after the first.
+        decoded, language = self._decode(
+            pipeline, spliced.audio, spliced.clips, options, spliced.to_original, timestamps=True
+        )
+        if not options.word_timestamps:
+            return EngineResult(language=language, segments=tuple(decoded))
+        regions = [r for window in windows for r in window]
+        placed = completeness.place([w for s in decoded for w in s.words], regions)
+        # Completeness: regions that came back short are read again, each on its own.
+        again = completeness.deficient(regions, placed)
+        if again:
+            clips = [(regions[i][0] / RATE, regions[i][1] / RATE) for i in again]
+            redone, _ = self._decode(pipeline, conditioned, clips, options)
+            alone = completeness.place(
+                [w for s in redone for w in s.words], [regions[i] for i in again]
+            )
+            for i, words in zip(again, alone, strict=True):
+                placed[i] = completeness.better(placed[i], words)
+            log.debug("decoded %d of %d speech regions again alone", len(again), len(regions))
+        return EngineResult(language=language, segments=tuple(completeness.segments(placed)))
+
+    def _decode(
+        self,
+        pipeline: Any,
+        audio: npt.NDArray[np.float32],
+        clips: list[tuple[float, float]],
+        options: EngineOptions,
+        to_original: Callable[[float], float] | None = None,
+        *,
+        timestamps: bool = False,
+    ) -> tuple[list[Segment], str]:
+        """Decode each clip (s) of ``audio`` as one window, batched: the segments, times
+        mapped by ``to_original``, and the language."""
         raw_segments, info = pipeline.transcribe(
-            spliced.audio,
+            audio,
             language=options.language,
             beam_size=options.beam_size,
             word_timestamps=options.word_timestamps,
             batch_size=self.batch_size,
             initial_prompt=options.prompt or None,
-            clip_timestamps=[{"start": a, "end": b} for a, b in spliced.clips],
+            clip_timestamps=[{"start": a, "end": b} for a, b in clips],
+            without_timestamps=not timestamps,
         )
-        segments: list[Segment] = []
-        for raw in raw_segments:
-            segment = _segment(raw, spliced.to_original)
-            if segment.text:
-                segments.extend(split_segment(segment))
-        return EngineResult(language=str(info.language), segments=tuple(segments))
+        segments = [_segment(raw, to_original) for raw in raw_segments if not _hallucinated(raw)]
+        return [s for s in segments if s.text], str(info.language)
+
+
+def _hallucinated(raw: Any) -> bool:
+    """Whisper's own rule for a window with no speech: the model says so, and is unsure
+    of the text it produced anyway."""
+    return bool(raw.no_speech_prob > NO_SPEECH_PROB and raw.avg_logprob < NO_SPEECH_LOGPROB)
 
 
 def _segment(raw: Any, to_original: Callable[[float], float] | None = None) -> Segment:
