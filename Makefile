@@ -38,12 +38,15 @@ serve: $(SERVE_STAMP)
 	echo "postcall: WHISPER_MODEL=$$model"; \
 	WHISPER_MODEL="$$model" POSTCALL_AUTH="$${POSTCALL_AUTH:-disabled}" exec $(VENV)/bin/postcall serve
 
-# System programs the tests use: redis-server and node (installed with apt-get when
-# missing and we are root; otherwise the tests that need them say what is missing).
+# System programs the tests use: redis-server, node, and espeak-ng and sox (speech made and
+# degraded for the completeness tests and bench/meeting.py); installed with apt-get when
+# missing and we are root; otherwise the tests that need them say what is missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing:$$missing"; \
@@ -61,7 +64,8 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-bench: $(TEST_STAMP)
+bench: $(TEST_STAMP) system-deps
+	$(PY) bench/meeting.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/long.py
 	$(PY) bench/queueing.py

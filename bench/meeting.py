@@ -300,36 +300,16 @@ def score(turns: list[Turn], words: Words, *, margin: float = 0.5) -> dict[str, 
     """WER, turns of >= 2 s with no word matched, and the share of matched words that lie
     inside their own turn (within ``margin`` s), from one alignment of the words to the
     reference turns."""
-    import jiwer
+    from tests.helpers import score_turns
 
-    from tests.helpers import normalize
-
-    ref: list[tuple[str, int]] = []
-    for i, turn in enumerate(turns):
-        ref += [(token, i) for token in normalize(turn.text).split()]
-    hyp: list[tuple[str, float]] = []
-    for text, a, b in sorted(words, key=lambda w: w[1]):
-        hyp += [(token, (a + b) / 2) for token in normalize(text).split()]
-    out = jiwer.process_words(" ".join(r[0] for r in ref), " ".join(h[0] for h in hyp) or "-")
-    hits = [0] * len(turns)
-    inside = matched = 0
-    for chunk in out.alignments[0]:
-        if chunk.type not in ("equal", "substitute"):
-            continue
-        for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
-            turn = turns[ref[chunk.ref_start_idx + k][1]]
-            mid = hyp[chunk.hyp_start_idx + k][1]
-            matched += 1
-            inside += turn.start - margin <= mid <= turn.end + margin
-            if chunk.type == "equal":
-                hits[ref[chunk.ref_start_idx + k][1]] += 1
+    got = score_turns([(t.start, t.end, t.text) for t in turns], words, margin=margin)
     long_turns = [i for i, t in enumerate(turns) if t.end - t.start >= 2.0]
     return {
-        "wer_pct": round(100 * out.wer, 2),
-        "words_out": len(hyp),
-        "empty_turns": [i for i in long_turns if hits[i] == 0],
+        "wer_pct": round(100 * got.wer, 2),
+        "words_out": got.words_out,
+        "empty_turns": [i for i in long_turns if got.hits[i] == 0],
         "long_turns": len(long_turns),
-        "inside_pct": round(100 * inside / matched, 2) if matched else 0.0,
+        "inside_pct": round(100 * got.inside, 2),
     }
 
 

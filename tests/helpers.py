@@ -1,10 +1,12 @@
-"""Small test helpers: word error rate and polling with a deadline (never a bare sleep)."""
+"""Small test helpers: word error rate, words scored against reference turns, and
+polling with a deadline (never a bare sleep)."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import jiwer
@@ -38,3 +40,49 @@ def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what or probe}")
         time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class TurnScore:
+    """Recognised words measured against reference turns (one alignment of the words,
+    in time order, to the turns' words, in order)."""
+
+    wer: float
+    hits: list[int]  # per turn: its reference words matched exactly
+    inside: float  # share of matched words whose middle lies within their own turn
+    words_out: int
+
+
+def score_turns(
+    turns: Sequence[tuple[float, float, str]],
+    words: Sequence[tuple[str, float, float]],
+    *,
+    margin: float = 0.5,
+) -> TurnScore:
+    """Score ``words`` (text, start s, end s) against ``turns`` (start s, end s, text):
+    WER, hits per turn, and the share of matched words (exact or substituted) that lie
+    inside their own turn, within ``margin`` seconds."""
+    ref: list[tuple[str, int]] = []
+    for i, (_, _, text) in enumerate(turns):
+        ref += [(token, i) for token in normalize(text).split()]
+    hyp: list[tuple[str, float]] = []
+    for text, a, b in sorted(words, key=lambda w: w[1]):
+        hyp += [(token, (a + b) / 2) for token in normalize(text).split()]
+    out = jiwer.process_words(" ".join(r[0] for r in ref), " ".join(h[0] for h in hyp) or "-")
+    hits = [0] * len(turns)
+    inside = matched = 0
+    for chunk in out.alignments[0]:
+        if chunk.type not in ("equal", "substitute"):
+            continue
+        for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+            i = ref[chunk.ref_start_idx + k][1]
+            mid = hyp[chunk.hyp_start_idx + k][1]
+            matched += 1
+            inside += turns[i][0] - margin <= mid <= turns[i][1] + margin
+            hits[i] += chunk.type == "equal"
+    return TurnScore(
+        wer=float(out.wer),
+        hits=hits,
+        inside=inside / matched if matched else 0.0,
+        words_out=len(hyp),
+    )

@@ -7,9 +7,10 @@ word seconds away from where it was said. Given the speech regions that were dec
 * ``place`` gives every word to one region, the one its middle falls in, else the
   nearest one, and keeps its times inside that region: a
   word is never placed in a pause or in another utterance;
-* ``deficient`` names the regions that came back with no words, or with far fewer
-  than their length implies (``min_words_per_s``): those are decoded again on their
-  own (``better`` keeps whichever reading holds more words);
+* ``unheard`` finds the stretches of a region that no word accounts for: a whole
+  region that came back empty, or a second or more inside one (an utterance the
+  decoder skipped after its neighbour); those are decoded again on their own and
+  their words ``merged`` in;
 * ``segments`` turns the words of each region into sentence-sized segments.
 
 Pure functions: no model, no I/O.
@@ -27,10 +28,11 @@ from postcall.engines.windows import split_segment
 RATE = 16000
 Region = tuple[int, int]
 
-# A region this long (s) is expected to hold words; shorter ones may be a cough.
-MIN_CHECKED_S = 1.0
-# Speech runs at 2-3 words a second; under this many per second of region, words were lost.
-MIN_WORDS_PER_S = 0.8
+# A stretch of speech this long (s) with no word in it was dropped by the decoder; a
+# shorter one may be a cough or a breath.
+MIN_UNHEARD_S = 1.0
+# Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
+WORD_REACH_S = 0.4
 
 
 def place(words: Sequence[Word], regions: Sequence[Region], rate: int = RATE) -> list[list[Word]]:
@@ -53,27 +55,39 @@ def place(words: Sequence[Word], regions: Sequence[Region], rate: int = RATE) ->
     return placed
 
 
-def deficient(
+def unheard(
     regions: Sequence[Region],
     words: Sequence[Sequence[Word]],
     *,
-    min_s: float = MIN_CHECKED_S,
-    min_words_per_s: float = MIN_WORDS_PER_S,
+    min_s: float = MIN_UNHEARD_S,
+    reach_s: float = WORD_REACH_S,
     rate: int = RATE,
-) -> list[int]:
-    """Indices of the regions of at least ``min_s`` whose words are fewer than
-    ``min_words_per_s`` per second of the region."""
-    out = []
+) -> list[tuple[int, Region]]:
+    """The stretches of speech no word accounts for: (region index, sample range) for
+    every stretch of at least ``min_s`` inside a region that lies more than ``reach_s``
+    from every word of it (a word counts for at most ``reach_s`` around its middle, so
+    a few words stretched over a long region do not hide what was dropped). A region
+    with no words at all is one such stretch."""
+    out: list[tuple[int, Region]] = []
+    least = round(min_s * rate)
     for i, ((a, b), got) in enumerate(zip(regions, words, strict=True)):
-        seconds = (b - a) / rate
-        if seconds >= min_s and len(got) < min_words_per_s * seconds:
-            out.append(i)
+        covered = []
+        for w in got:
+            mid = (w.start + w.end) / 2
+            lo = max(w.start - reach_s, mid - 2 * reach_s)
+            hi = min(w.end + reach_s, mid + 2 * reach_s)
+            covered.append((round(lo * rate), round(hi * rate)))
+        at = a
+        for lo, hi in [*sorted(covered), (b, b)]:
+            if min(lo, b) - at >= least:
+                out.append((i, (at, min(lo, b))))
+            at = max(at, hi)
     return out
 
 
-def better(first: Sequence[Word], second: Sequence[Word]) -> list[Word]:
-    """The reading of a region that holds more words (the first on a tie)."""
-    return list(second) if len(second) > len(first) else list(first)
+def merged(first: Sequence[Word], found: Sequence[Word]) -> list[Word]:
+    """A region's words with those found again in its unheard stretches, in order."""
+    return sorted([*first, *found], key=lambda w: (w.start, w.end))
 
 
 def segments(words_by_region: Sequence[Sequence[Word]]) -> list[Segment]:

@@ -18,9 +18,10 @@ Every chunk goes the same way (``_transcribe_windows``):
    timestamps, so that the model reads on from one utterance to the next;
 4. each word is mapped back through the splice and kept inside the region it was
    said in (``completeness.place``);
-5. the result is checked against the audio: every region of a second or more that
-   came back with no words, or far too few, is decoded again on its own
-   (``completeness.deficient``), and the fuller reading kept.
+5. the result is checked against the audio: every stretch of speech of a second or
+   more that no word accounts for (a region that came back empty, an utterance
+   skipped inside one) is decoded again on its own (``completeness.unheard``) and
+   its words merged in.
 
 ``batch_size=1`` decodes the same windows one at a time.
 """
@@ -32,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,8 @@ SIZE_NAMES = (
 MAX_GAP_S = 0.3
 # Whisper's test for a window that holds no speech (faster-whisper's defaults).
 NO_SPEECH_PROB = 0.6
+# Readings of unheard speech: the second catches what the first skipped in turn.
+REREAD_ROUNDS = 2
 NO_SPEECH_LOGPROB = -1.0
 
 
@@ -268,18 +272,31 @@ class FasterWhisperEngine:
         if not options.word_timestamps:
             return EngineResult(language=language, segments=tuple(decoded))
         regions = [r for window in windows for r in window]
+
+        def owner(span: tuple[int, int]) -> int:
+            """The index of the region that holds ``span``."""
+            return bisect_right(region_starts, span[0]) - 1
+
+        region_starts = [a for a, _ in regions]
         placed = completeness.place([w for s in decoded for w in s.words], regions)
-        # Completeness: regions that came back short are read again, each on its own.
-        again = completeness.deficient(regions, placed)
-        if again:
-            clips = [(regions[i][0] / RATE, regions[i][1] / RATE) for i in again]
+        # Completeness: speech no word accounts for is read again, each stretch alone;
+        # what a second reading still leaves unheard (an utterance it skipped in turn)
+        # gets one more.
+        spans = regions
+        for _ in range(REREAD_ROUNDS):
+            missing = completeness.unheard(spans, [placed[owner(r)] for r in spans])
+            if not missing:
+                break
+            clips = [(a / RATE, b / RATE) for _, (a, b) in missing]
             redone, _ = self._decode(pipeline, conditioned, clips, options)
-            alone = completeness.place(
-                [w for s in redone for w in s.words], [regions[i] for i in again]
+            found = completeness.place(
+                [w for s in redone for w in s.words], [span for _, span in missing]
             )
-            for i, words in zip(again, alone, strict=True):
-                placed[i] = completeness.better(placed[i], words)
-            log.debug("decoded %d of %d speech regions again alone", len(again), len(regions))
+            for (_, span), words in zip(missing, found, strict=True):
+                i = owner(span)
+                placed[i] = completeness.merged(placed[i], words)
+            spans = [span for _, span in missing]
+            log.debug("read %d unheard stretches again alone", len(missing))
         return EngineResult(language=language, segments=tuple(completeness.segments(placed)))
 
     def _decode(

@@ -1,0 +1,57 @@
+"""The completeness check's pure parts: words placed in regions, short regions found."""
+
+from __future__ import annotations
+
+from postcall.domain import Word
+from postcall.engines.completeness import merged, place, segments, unheard
+
+RATE = 16000
+
+
+def w(start: float, end: float, text: str = "w") -> Word:
+    return Word(start=start, end=end, text=text, probability=0.9)
+
+
+REGIONS = [(0, 2 * RATE), (5 * RATE, 9 * RATE)]  # 0-2 s and 5-9 s
+
+
+def test_each_word_goes_to_the_region_it_was_said_in_and_stays_inside_it() -> None:
+    words = [w(0.5, 0.9), w(1.8, 2.4), w(2.6, 3.0), w(3.9, 4.6), w(8.8, 9.5)]
+    placed = place(words, REGIONS)
+    assert [len(p) for p in placed] == [3, 2]
+    for (a, b), group in zip(REGIONS, placed, strict=True):
+        for word in group:
+            assert a / RATE <= word.start <= word.end <= b / RATE
+    # Nearer to the second region's start than to the first region's end.
+    assert placed[1][0].start == 5.0
+
+
+def test_unheard_stretches_are_found_inside_regions_and_whole() -> None:
+    regions = [(0, 4 * RATE), (5 * RATE, 5 * RATE + RATE // 2), (6 * RATE, 10 * RATE)]
+    # Region 0: words until 1.5 s, then 2.5 s with none (an utterance skipped after its
+    # neighbour); region 1: half a second, too short to judge; region 2: words throughout.
+    words = [
+        [w(0.1, 0.5), w(0.6, 1.0), w(1.1, 1.5)],
+        [],
+        [w(6 + i * 0.45, 6.35 + i * 0.45) for i in range(9)],
+    ]
+    assert unheard(regions, words) == [(0, (round(1.9 * RATE), 4 * RATE))]
+    # With no words at all, every region of a second or more is unheard, whole.
+    assert unheard(regions, [[], [], []]) == [(0, regions[0]), (2, regions[2])]
+
+
+def test_one_long_word_does_not_account_for_a_whole_region() -> None:
+    stretched = [[w(0.2, 3.8)]]  # a decoder's word spread over 3.6 s
+    assert {i for i, _ in unheard([(0, 4 * RATE)], stretched)} == {0}
+
+
+def test_words_found_again_are_merged_in_order() -> None:
+    first, found = [w(0, 1, "a"), w(3, 4, "c")], [w(1.5, 2.5, "b")]
+    assert [x.text for x in merged(first, found)] == ["a", "b", "c"]
+
+
+def test_segments_never_span_two_regions() -> None:
+    placed = [[w(0.1, 0.4, "Hello"), w(0.5, 0.9, "there.")], [], [w(5.0, 5.4, "Yes")]]
+    out = segments(placed)
+    assert [s.text for s in out] == ["Hello there.", "Yes"]
+    assert out[0].end <= 0.9 and out[1].start == 5.0
