@@ -685,3 +685,57 @@ def test_engine_against_postcall_whisper_app() -> None:
     assert texts(result) == [["w0", "w1"]]
     assert scripted.seen_options[-1].language == "de"
     assert scripted.seen_options[-1].word_timestamps
+
+
+# --- completeness -------------------------------------------------------------------
+
+
+def openai_answer(words: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """An OpenAI-style answer with one segment holding ``words`` (text, start, end)."""
+    return {
+        "task": "transcribe",
+        "language": "english",
+        "text": " ".join(w for w, _, _ in words),
+        "segments": [
+            {
+                "id": 0,
+                "start": words[0][1],
+                "end": words[-1][2],
+                "text": " " + " ".join(w for w, _, _ in words),
+                "avg_logprob": -0.2,
+                "no_speech_prob": 0.01,
+            }
+        ],
+        "words": [{"word": w, "start": a, "end": b} for w, a, b in words],
+    }
+
+
+def test_speech_the_service_skipped_is_sent_again_alone(
+    fake: tuple[str, Script], testdata: Path
+) -> None:
+    # Two utterances 1.5 s apart; the service answers the first request with the first
+    # utterance's words only, as a decoder that stopped early does.
+    first = media.load_mono16k(testdata / "jfk.flac")
+    second = media.load_mono16k(testdata / "librispeech/1221-135766-0002.wav")
+    gap = np.zeros(round(1.5 * 16000), dtype=np.float32)
+    audio = np.concatenate([first, gap, second])
+    start_second = (first.size + gap.size) / 16000
+    said = "And so my fellow Americans ask not what your country can do for you ask what you"
+    jfk = [*said.split(), "can", "do", "for", "your", "country"]
+    read = "Yet these thoughts affected Hester Prynne less with hope than apprehension"
+    hester = read.split()
+    step = 10.2 / len(jfk)  # the words spread over where jfk.flac speaks (0.3-10.5 s)
+    url, script = fake
+    script.steps = [
+        openai_answer([(w, 0.3 + step * i, 0.3 + step * (i + 0.8)) for i, w in enumerate(jfk)]),
+        openai_answer([(w, 0.2 + 0.4 * i, 0.5 + 0.4 * i) for i, w in enumerate(hester)]),
+    ]
+    script.default = openai_answer([("unexpected", 0.0, 0.5)])
+    with engine(url) as eng:
+        result = eng.transcribe(audio, EngineOptions(language="en"))
+    assert len(script.seen) == 2, [s.wav for s in script.seen]
+    assert script.seen[1].wav[3] < audio.size / 2  # a stretch, not the chunk again
+    words = {w.text: w for s in result.segments for w in s.words}
+    assert "Americans" in words and "thoughts" in words
+    # Placed on the chunk's timeline, inside the second utterance.
+    assert start_second - 0.5 <= words["thoughts"].start <= audio.size / 16000

@@ -10,7 +10,7 @@ word seconds away from where it was said. Given the speech regions that were dec
 * ``unheard`` finds the stretches of a region that no word accounts for: a whole
   region that came back empty, or a second or more inside one (an utterance the
   decoder skipped after its neighbour); those are decoded again on their own and
-  their words ``merged`` in;
+  their words ``merged`` in (``recover`` finds them, in rounds);
 * ``segments`` turns the words of each region into sentence-sized segments.
 
 Pure functions: no model, no I/O.
@@ -18,12 +18,15 @@ Pure functions: no model, no I/O.
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from postcall.domain import Segment, Word
 from postcall.engines.windows import split_segment
+
+log = logging.getLogger(__name__)
 
 RATE = 16000
 Region = tuple[int, int]
@@ -31,6 +34,8 @@ Region = tuple[int, int]
 # A stretch of speech this long (s) with no word in it was dropped by the decoder; a
 # shorter one may be a cough or a breath.
 MIN_UNHEARD_S = 1.0
+# Readings of unheard speech: the second catches what the first skipped in turn.
+REREAD_ROUNDS = 2
 # Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
 WORD_REACH_S = 0.4
 
@@ -88,6 +93,40 @@ def unheard(
 def merged(first: Sequence[Word], found: Sequence[Word]) -> list[Word]:
     """A region's words with those found again in its unheard stretches, in order."""
     return sorted([*first, *found], key=lambda w: (w.start, w.end))
+
+
+def recover(
+    regions: Sequence[Region],
+    placed: Sequence[Sequence[Word]],
+    read_alone: Callable[[list[Region]], Sequence[Word]],
+    *,
+    rounds: int = REREAD_ROUNDS,
+    rate: int = RATE,
+) -> list[list[Word]]:
+    """The words found in what ``placed`` (the words of each region) left unheard, per
+    region: the stretches no word accounts for are read again, each on its own, by
+    ``read_alone`` (the words of the spans it is given, on the same timeline); what a
+    reading still leaves unheard (an utterance it skipped in turn) is read again,
+    ``rounds`` times at most."""
+    starts = [a for a, _ in regions]
+    found: list[list[Word]] = [[] for _ in regions]
+
+    def owner(span: Region) -> int:
+        return bisect_right(starts, span[0]) - 1
+
+    def words_of(i: int) -> list[Word]:
+        return merged(placed[i], found[i])
+
+    spans = list(regions)
+    for _ in range(rounds):
+        missing = unheard(spans, [words_of(owner(s)) for s in spans], rate=rate)
+        if not missing:
+            break
+        spans = [span for _, span in missing]
+        for span, words in zip(spans, place(read_alone(spans), spans, rate), strict=True):
+            found[owner(span)] = merged(found[owner(span)], words)
+        log.debug("read %d unheard stretches of speech again alone", len(spans))
+    return found
 
 
 def segments(words_by_region: Sequence[Sequence[Word]]) -> list[Segment]:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from postcall.engines.levels import above_floor
+from postcall.engines.windows import normalised
 
 Region = tuple[int, int]
 
@@ -39,17 +40,4 @@ def find_speech(
         VadOptions(min_silence_duration_ms=VAD_MIN_SILENCE_MS, speech_pad_ms=VAD_PAD_MS),
     )
     regions = [(int(r["start"]), int(r["end"])) for r in found]
-    return union(regions + above_floor(recorded))
-
-
-def union(regions: list[Region]) -> list[Region]:
-    """Sorted, disjoint regions covering every sample of ``regions``."""
-    merged: list[Region] = []
-    for start, end in sorted(regions):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
+    return normalised(regions + above_floor(recorded), recorded.size)

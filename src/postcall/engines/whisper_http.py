@@ -1,7 +1,9 @@
 """A remote Whisper HTTP service as an ``Engine``: OpenAI-compatible or whisper.cpp.
 
-Each call sends one piece of audio as a 16-bit PCM WAV and parses the service's
-``verbose_json`` into segments and words. Two protocols:
+Each call sends one piece of audio, levelled as for the in-process engine
+(``levels.levelled``), as a 16-bit PCM WAV and parses the service's ``verbose_json``
+into segments and words; speech that no word of the answer accounts for is sent again
+on its own and merged in (``completeness.recover``). Two protocols:
 
 - ``openai``: ``POST {url}/v1/audio/transcriptions`` (OpenAI, ``postcall
   whisper-server``, speaches, LocalAI, …). OpenAI returns words at the top level;
@@ -24,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -33,8 +36,13 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from postcall.domain import Word
+from postcall.engines import completeness
 from postcall.engines.base import EngineOptions, EngineResult
+from postcall.engines.levels import levelled
+from postcall.engines.speech import find_speech
 from postcall.engines.whisper_wire import SAMPLE_RATE, Api, encode_wav, parse_response
+from postcall.engines.windows import normalised
 from postcall.errors import EngineError, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -120,7 +128,40 @@ class HttpWhisperEngine:
         self.close()
 
     def transcribe(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
-        """Send ``audio`` to the service; ``EngineUnavailable`` when it stays down."""
+        """Send ``audio`` (levelled) to the service; ``EngineUnavailable`` when it stays
+        down. Speech that no word of the answer accounts for is sent again on its own
+        (``completeness.recover``), so a chunk the service skipped part of is not lost."""
+        conditioned = levelled(audio)
+        result = self._ask(conditioned, options)
+        if not (options.word_timestamps and options.vad):
+            return result
+        # The regions to check: the speech found here, and wherever the service put
+        # its segments (so every word it gave has a region, and keeps its time).
+        spans = [
+            (round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE)) for s in result.segments
+        ]
+        speech = find_speech(conditioned, audio)
+        regions = normalised(speech + spans, max([audio.size, *(b for _, b in spans)]))
+        placed = completeness.place([w for s in result.segments for w in s.words], regions)
+
+        def read_alone(stretches: list[tuple[int, int]]) -> list[Word]:
+            words: list[Word] = []
+            for a, b in stretches:
+                again = self._ask(conditioned[a:b], options)
+                words += [
+                    replace(w, start=w.start + a / SAMPLE_RATE, end=w.end + a / SAMPLE_RATE)
+                    for s in again.segments
+                    for w in s.words
+                ]
+            return words
+
+        found = completeness.segments(completeness.recover(regions, placed, read_alone))
+        if not found:
+            return result
+        segments = sorted([*result.segments, *found], key=lambda s: (s.start, s.end))
+        return replace(result, segments=tuple(segments))
+
+    def _ask(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
         body = self._post(encode_wav(audio), self._fields(options))
         return parse_response(
             body,

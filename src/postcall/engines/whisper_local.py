@@ -33,7 +33,6 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_right
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,8 +77,7 @@ SIZE_NAMES = (
 MAX_GAP_S = 0.3
 # Whisper's test for a window that holds no speech (faster-whisper's defaults).
 NO_SPEECH_PROB = 0.6
-# Readings of unheard speech: the second catches what the first skipped in turn.
-REREAD_ROUNDS = 2
+
 NO_SPEECH_LOGPROB = -1.0
 
 
@@ -272,32 +270,16 @@ class FasterWhisperEngine:
         if not options.word_timestamps:
             return EngineResult(language=language, segments=tuple(decoded))
         regions = [r for window in windows for r in window]
-
-        def owner(span: tuple[int, int]) -> int:
-            """The index of the region that holds ``span``."""
-            return bisect_right(region_starts, span[0]) - 1
-
-        region_starts = [a for a, _ in regions]
         placed = completeness.place([w for s in decoded for w in s.words], regions)
-        # Completeness: speech no word accounts for is read again, each stretch alone;
-        # what a second reading still leaves unheard (an utterance it skipped in turn)
-        # gets one more.
-        spans = regions
-        for _ in range(REREAD_ROUNDS):
-            missing = completeness.unheard(spans, [placed[owner(r)] for r in spans])
-            if not missing:
-                break
-            clips = [(a / RATE, b / RATE) for _, (a, b) in missing]
+
+        def read_alone(spans: list[tuple[int, int]]) -> list[Word]:
+            clips = [(a / RATE, b / RATE) for a, b in spans]
             redone, _ = self._decode(pipeline, conditioned, clips, options)
-            found = completeness.place(
-                [w for s in redone for w in s.words], [span for _, span in missing]
-            )
-            for (_, span), words in zip(missing, found, strict=True):
-                i = owner(span)
-                placed[i] = completeness.merged(placed[i], words)
-            spans = [span for _, span in missing]
-            log.debug("read %d unheard stretches again alone", len(missing))
-        return EngineResult(language=language, segments=tuple(completeness.segments(placed)))
+            return [w for s in redone for w in s.words]
+
+        found = completeness.recover(regions, placed, read_alone)
+        words = [completeness.merged(p, f) for p, f in zip(placed, found, strict=True)]
+        return EngineResult(language=language, segments=tuple(completeness.segments(words)))
 
     def _decode(
         self,

@@ -53,7 +53,7 @@ def plan_windows(
     gap_cap = int(max_gap_s * rate)
     windows: list[list[Region]] = []
     length = 0
-    for raw_start, raw_end in _normalised(speech, audio.size):
+    for raw_start, raw_end in normalised(speech, audio.size):
         for start, end in _split_long(raw_start, raw_end, audio, limit):
             if windows and windows[-1]:
                 grown = length + min(start - windows[-1][-1][1], gap_cap) + (end - start)
@@ -159,7 +159,7 @@ def split_segment(segment: Segment, *, max_s: float = 12.0, pause_s: float = 0.8
     ]
 
 
-def _normalised(speech: Sequence[Region], size: int) -> list[Region]:
+def normalised(speech: Sequence[Region], size: int) -> list[Region]:
     """Regions clipped to the audio, sorted, with overlapping ones (padding) joined."""
     merged: list[Region] = []
     for start, end in sorted((max(0, s), min(size, e)) for s, e in speech):
