@@ -131,16 +131,34 @@ def test_a_whispered_turn_is_transcribed(testdata: Path, engine: FasterWhisperEn
 
 @pytest.mark.parametrize(
     "what",
-    ["digital silence", "room noise at -65 dBFS", "room noise at -45 dBFS", "hum and noise"],
+    [
+        "digital silence",
+        "room noise at -65 dBFS",
+        "room noise at -45 dBFS",
+        "hum and noise",
+        "keyboard typing",
+        "beeps",
+    ],
 )
-def test_silence_and_low_noise_produce_no_text(what: str, engine: FasterWhisperEngine) -> None:
+def test_silence_and_noise_produce_no_text(what: str, engine: FasterWhisperEngine) -> None:
+    # Levelling must not raise these into "speech", and what stands out of the noise
+    # without being speech (typing, beeps) must not become invented sentences.
     seconds = 40
+    t = np.arange(seconds * RATE) / RATE
+    rng = np.random.default_rng(1)
     if what == "digital silence":
         samples = np.zeros(seconds * RATE, dtype=np.float32)
     elif what == "hum and noise":
-        t = np.arange(seconds * RATE) / RATE
         hum = (0.01 * np.sin(2 * np.pi * 50 * t)).astype(np.float32)
         samples = hum + speech.noise(seconds, -60.0, seed=5)
+    elif what == "keyboard typing":  # ten clicks a second over a quiet room
+        samples = speech.noise(seconds, -70.0, seed=6)
+        click = (0.05 * rng.standard_normal(200) * np.exp(-np.arange(200) / 40)).astype(np.float32)
+        for at in rng.integers(0, samples.size - 200, 10 * seconds):
+            samples[at : at + 200] += click
+    elif what == "beeps":  # a 440 Hz tone, one second on, one off
+        tone = 0.1 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)
+        samples = tone.astype(np.float32) + speech.noise(seconds, -60.0, seed=7)
     else:
         samples = speech.noise(seconds, -65.0 if "65" in what else -45.0, seed=4)
     result = engine.transcribe(samples, EngineOptions(language="en"))

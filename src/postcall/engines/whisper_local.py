@@ -79,6 +79,7 @@ MAX_GAP_S = 0.3
 NO_SPEECH_PROB = 0.6
 
 NO_SPEECH_LOGPROB = -1.0
+MAX_COMPRESSION_RATIO = 2.4
 
 
 def resolve_device(device: str) -> str:
@@ -308,9 +309,11 @@ class FasterWhisperEngine:
 
 
 def _hallucinated(raw: Any) -> bool:
-    """Whisper's own rule for a window with no speech: the model says so, and is unsure
-    of the text it produced anyway."""
-    return bool(raw.no_speech_prob > NO_SPEECH_PROB and raw.avg_logprob < NO_SPEECH_LOGPROB)
+    """Whisper's own rules for text that is not speech: the model says the window holds
+    none and is unsure of the text anyway, or the text repeats itself (it compresses
+    too well: "see you in the next video, see you in the next video, ...")."""
+    silent = raw.no_speech_prob > NO_SPEECH_PROB and raw.avg_logprob < NO_SPEECH_LOGPROB
+    return bool(silent or raw.compression_ratio > MAX_COMPRESSION_RATIO)
 
 
 def _segment(raw: Any, to_original: Callable[[float], float] | None = None) -> Segment:
