@@ -14,8 +14,7 @@ Every chunk goes the same way (``_transcribe_windows``):
 2. its speech regions are found on that (``speech.find_speech``);
 3. the regions are packed into 30-second windows cut only at pauses, inner pauses
    shortened (``windows.plan_windows``, ``windows.splice``), and the windows decoded
-   ``batch_size`` at a time by faster-whisper's ``BatchedInferencePipeline``, with
-   timestamps, so that the model reads on from one utterance to the next;
+   ``batch_size`` at a time by faster-whisper's ``BatchedInferencePipeline``;
 4. each word is mapped back through the splice and kept inside the region it was
    said in (``completeness.place``);
 5. the result is checked against the audio: every stretch of speech of a second or
@@ -263,10 +262,11 @@ class FasterWhisperEngine:
                 self._batched = BatchedInferencePipeline(model)
             pipeline = self._batched
         spliced = splice(conditioned, windows, max_gap_s=MAX_GAP_S)
-        # Packed windows are read with timestamps: the model then goes on from one
-        # utterance to the next instead of stopping after the first.
+        # Without timestamps: a batched window is decoded once, and with timestamps the
+        # model more often ends it after its first few segments (on clean read speech
+        # twice the words were lost); what is skipped either way is read again below.
         decoded, language = self._decode(
-            pipeline, spliced.audio, spliced.clips, options, spliced.to_original, timestamps=True
+            pipeline, spliced.audio, spliced.clips, options, spliced.to_original
         )
         if not options.word_timestamps:
             return EngineResult(language=language, segments=tuple(decoded))
@@ -289,8 +289,6 @@ class FasterWhisperEngine:
         clips: list[tuple[float, float]],
         options: EngineOptions,
         to_original: Callable[[float], float] | None = None,
-        *,
-        timestamps: bool = False,
     ) -> tuple[list[Segment], str]:
         """Decode each clip (s) of ``audio`` as one window, batched: the segments, times
         mapped by ``to_original``, and the language."""
@@ -302,7 +300,6 @@ class FasterWhisperEngine:
             batch_size=self.batch_size,
             initial_prompt=options.prompt or None,
             clip_timestamps=[{"start": a, "end": b} for a, b in clips],
-            without_timestamps=not timestamps,
         )
         segments = [_segment(raw, to_original) for raw in raw_segments if not _hallucinated(raw)]
         return [s for s in segments if s.text], str(info.language)
