@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postcall.domain import Word
-from postcall.engines.completeness import merged, place, segments, unheard
+from postcall.engines.completeness import merged, place, replaced, segments, unheard
 
 RATE = 16000
 
@@ -35,7 +35,7 @@ def test_unheard_stretches_are_found_inside_regions_and_whole() -> None:
         [],
         [w(6 + i * 0.45, 6.35 + i * 0.45) for i in range(9)],
     ]
-    assert unheard(regions, words) == [(0, (round(1.9 * RATE), 4 * RATE))]
+    assert unheard(regions, words) == [(0, (round(1.5 * RATE), 4 * RATE))]
     # With no words at all, every region of a second or more is unheard, whole.
     assert unheard(regions, [[], [], []]) == [(0, regions[0]), (2, regions[2])]
 
@@ -55,3 +55,17 @@ def test_segments_never_span_two_regions() -> None:
     out = segments(placed)
     assert [s.text for s in out] == ["Hello there.", "Yes"]
     assert out[0].end <= 0.9 and out[1].start == 5.0
+
+
+def test_a_stretched_word_accounts_for_nothing() -> None:
+    # One word spread by the alignment over the whole 4 s region: the region is read
+    # again whole.
+    assert unheard([(0, 4 * RATE)], [[w(0.0, 4.0)]]) == [(0, (0, 4 * RATE))]
+
+
+def test_a_new_reading_replaces_what_its_stretch_held_unless_it_holds_less() -> None:
+    words = [w(0.1, 0.4, "a"), w(1.0, 3.5, "stretched"), w(3.8, 3.9, "z")]
+    span = (round(0.8 * RATE), round(3.6 * RATE))
+    again = [w(1.0, 1.4, "what"), w(1.5, 1.9, "was"), w(2.0, 2.4, "said")]
+    assert [x.text for x in replaced(words, span, again)] == ["a", "what", "was", "said", "z"]
+    assert replaced(words, span, []) == words

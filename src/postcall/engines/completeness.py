@@ -10,7 +10,7 @@ word seconds away from where it was said. Given the speech regions that were dec
 * ``unheard`` finds the stretches of a region that no word accounts for: a whole
   region that came back empty, or a second or more inside one (an utterance the
   decoder skipped after its neighbour); those are decoded again on their own and
-  their words ``merged`` in (``recover`` finds them, in rounds);
+  their words put in (``recover``, in rounds; ``replaced``);
 * ``segments`` turns the words of each region into sentence-sized segments.
 
 Pure functions: no model, no I/O.
@@ -34,6 +34,9 @@ Region = tuple[int, int]
 # A stretch of speech this long (s) with no word in it was dropped by the decoder; a
 # shorter one may be a cough or a breath.
 MIN_UNHEARD_S = 1.0
+# A word longer than this (s) was stretched by the alignment over audio the decoder
+# skipped: it accounts for none of it.
+MAX_WORD_S = 1.0
 # Readings of unheard speech: the second catches what the first skipped in turn.
 REREAD_ROUNDS = 2
 # Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
@@ -70,23 +73,33 @@ def unheard(
 ) -> list[tuple[int, Region]]:
     """The stretches of speech no word accounts for: (region index, sample range) for
     every stretch of at least ``min_s`` inside a region that lies more than ``reach_s``
-    from every word of it (a word counts for at most ``reach_s`` around its middle, so
-    a few words stretched over a long region do not hide what was dropped). A region
-    with no words at all is one such stretch."""
+    from every word of it (a word counts for at most ``reach_s`` around its edges and
+    twice that around its middle, and a word longer than ``MAX_WORD_S`` for nothing, so
+    that words the alignment stretched over a long region do not hide what was
+    dropped). A region with no words at all is one such stretch."""
     out: list[tuple[int, Region]] = []
     least = round(min_s * rate)
     for i, ((a, b), got) in enumerate(zip(regions, words, strict=True)):
+        # (covered from, covered to, the word's own start, the word's own end), samples
         covered = []
         for w in got:
+            if w.end - w.start > MAX_WORD_S:
+                continue  # stretched over audio it was not said in
             mid = (w.start + w.end) / 2
             lo = max(w.start - reach_s, mid - 2 * reach_s)
             hi = min(w.end + reach_s, mid + 2 * reach_s)
-            covered.append((round(lo * rate), round(hi * rate)))
-        at = a
-        for lo, hi in [*sorted(covered), (b, b)]:
+            edges = (round(lo * rate), round(hi * rate), round(w.start * rate), round(w.end * rate))
+            covered.append(edges)
+        at, said_to = a, a
+        for lo, hi, start, end in [*sorted(covered), (b, b, b, b)]:
             if min(lo, b) - at >= least:
-                out.append((i, (at, min(lo, b))))
-            at = max(at, hi)
+                # The stretch read again runs from the word before to the word after,
+                # so that no word at its edges is cut.
+                # (A word stretched past its reach does not shorten the stretch.)
+                out.append((i, (max(a, min(said_to, at)), min(max(start, lo), b))))
+            if hi > at:
+                at, said_to = hi, max(said_to, end)
+    return out
     return out
 
 
@@ -103,30 +116,41 @@ def recover(
     rounds: int = REREAD_ROUNDS,
     rate: int = RATE,
 ) -> list[list[Word]]:
-    """The words found in what ``placed`` (the words of each region) left unheard, per
-    region: the stretches no word accounts for are read again, each on its own, by
-    ``read_alone`` (the words of the spans it is given, on the same timeline); what a
-    reading still leaves unheard (an utterance it skipped in turn) is read again,
-    ``rounds`` times at most."""
+    """``placed`` (the words of each region) completed: the stretches no word accounts
+    for are read again, each on its own, by ``read_alone`` (the words of the spans it is
+    given, on the same timeline), and each new reading ``replaces`` what the stretch
+    held; what a reading still leaves unheard (an utterance it skipped in turn) is read
+    again, ``rounds`` times at most."""
     starts = [a for a, _ in regions]
-    found: list[list[Word]] = [[] for _ in regions]
+    out = [list(words) for words in placed]
 
     def owner(span: Region) -> int:
         return bisect_right(starts, span[0]) - 1
 
-    def words_of(i: int) -> list[Word]:
-        return merged(placed[i], found[i])
-
     spans = list(regions)
     for _ in range(rounds):
-        missing = unheard(spans, [words_of(owner(s)) for s in spans], rate=rate)
+        missing = unheard(spans, [out[owner(s)] for s in spans], rate=rate)
         if not missing:
             break
         spans = [span for _, span in missing]
-        for span, words in zip(spans, place(read_alone(spans), spans, rate), strict=True):
-            found[owner(span)] = merged(found[owner(span)], words)
+        for span, again in zip(spans, place(read_alone(spans), spans, rate), strict=True):
+            out[owner(span)] = replaced(out[owner(span)], span, again, rate)
         log.debug("read %d unheard stretches of speech again alone", len(spans))
-    return found
+    return out
+
+
+def replaced(
+    words: Sequence[Word], span: Region, again: Sequence[Word], rate: int = RATE
+) -> list[Word]:
+    """A region's ``words`` with those whose middle lies in ``span`` replaced by the
+    stretch's new reading, unless that holds fewer words (a stretched word of the first
+    reading, that did not account for the stretch, gives way to what was said there)."""
+    lo, hi = span[0] / rate, span[1] / rate
+    inside = [w for w in words if lo <= (w.start + w.end) / 2 < hi]
+    if len(again) < len(inside):
+        return list(words)
+    outside = [w for w in words if not lo <= (w.start + w.end) / 2 < hi]
+    return merged(outside, again)
 
 
 def segments(words_by_region: Sequence[Sequence[Word]]) -> list[Segment]:

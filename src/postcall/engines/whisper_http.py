@@ -155,11 +155,10 @@ class HttpWhisperEngine:
                 ]
             return words
 
-        found = completeness.segments(completeness.recover(regions, placed, read_alone))
-        if not found:
-            return result
-        segments = sorted([*result.segments, *found], key=lambda s: (s.start, s.end))
-        return replace(result, segments=tuple(segments))
+        words = completeness.recover(regions, placed, read_alone)
+        if words == placed:
+            return result  # the service's own segments, with their punctuation
+        return replace(result, segments=tuple(completeness.segments(words)))
 
     def _ask(self, audio: npt.NDArray[np.float32], options: EngineOptions) -> EngineResult:
         body = self._post(encode_wav(audio), self._fields(options))

@@ -278,8 +278,7 @@ class FasterWhisperEngine:
             redone, _ = self._decode(pipeline, conditioned, clips, options)
             return [w for s in redone for w in s.words]
 
-        found = completeness.recover(regions, placed, read_alone)
-        words = [completeness.merged(p, f) for p, f in zip(placed, found, strict=True)]
+        words = completeness.recover(regions, placed, read_alone)
         return EngineResult(language=language, segments=tuple(completeness.segments(words)))
 
     def _decode(
