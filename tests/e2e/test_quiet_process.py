@@ -1,0 +1,32 @@
+"""A transcription leaves nothing behind outside postcall's own data: onnxruntime's
+telemetry (a device id and queued events under ~/.cache) stays off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_transcription_writes_nothing_under_home(
+    tmp_path: Path, testdata: Path, whisper_model_dir: str
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), WHISPER_MODEL=whisper_model_dir, XDG_CACHE_HOME=str(home / ".cache"))
+    done = subprocess.run(
+        [sys.executable, "-m", "postcall.cli", "transcribe", str(testdata / "jfk.flac")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "country" in done.stdout
+    assert [p for p in home.rglob("*")] == []
