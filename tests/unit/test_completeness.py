@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postcall.domain import Word
-from postcall.engines.completeness import merged, place, replaced, segments, unheard
+from postcall.engines.completeness import merged, place, recover, replaced, segments, unheard
 
 RATE = 16000
 
@@ -69,3 +69,38 @@ def test_a_new_reading_replaces_what_its_stretch_held_unless_it_holds_less() -> 
     again = [w(1.0, 1.4, "what"), w(1.5, 1.9, "was"), w(2.0, 2.4, "said")]
     assert [x.text for x in replaced(words, span, again)] == ["a", "what", "was", "said", "z"]
     assert replaced(words, span, []) == words
+
+
+def test_recover_reads_packed_first_then_alone_what_is_still_unheard() -> None:
+    # Two regions: the first came back with words for its first second only, the second
+    # with none. The packed reading fills the first region's gap but skips the second
+    # region (as a decoder does); reading that alone fills it.
+    regions = [(0, 4 * RATE), (6 * RATE, 9 * RATE)]
+    placed = [[w(0.1, 0.4, "one"), w(0.5, 0.9, "two")], []]
+    calls: list[tuple[list[tuple[int, int]], bool]] = []
+
+    def read_again(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
+        calls.append((spans, packed))
+        if packed:
+            return [w(1.6 + 0.5 * i, 1.9 + 0.5 * i, f"gap{i}") for i in range(5)]
+        return [w(6.2 + 0.5 * i, 6.5 + 0.5 * i, f"late{i}") for i in range(5)]
+
+    out = recover(regions, placed, read_again)
+    assert [packed for _, packed in calls] == [True, False]
+    assert calls[1][0] == [regions[1]]  # only what the packed reading left unheard
+    assert [x.text for x in out[0]] == ["one", "two", "gap0", "gap1", "gap2", "gap3", "gap4"]
+    assert [x.text for x in out[1]] == [f"late{i}" for i in range(5)]
+
+
+def test_recover_stops_when_nothing_is_unheard_and_after_its_rounds() -> None:
+    said = [[w(0.1 + 0.4 * i, 0.4 + 0.4 * i) for i in range(9)]]
+    calls = []
+
+    def read_again(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
+        calls.append(packed)
+        return []
+
+    assert recover([(0, 4 * RATE)], said, read_again) == said
+    assert calls == []
+    recover([(0, 4 * RATE)], [[]], read_again, rounds=3)
+    assert calls == [True, False]  # a stretch that stays silent: packed, then alone, once

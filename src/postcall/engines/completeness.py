@@ -37,8 +37,8 @@ MIN_UNHEARD_S = 1.0
 # A word longer than this (s) was stretched by the alignment over audio the decoder
 # skipped: it accounts for none of it.
 MAX_WORD_S = 1.0
-# Readings of unheard speech: the second catches what the first skipped in turn.
-REREAD_ROUNDS = 2
+# Readings of unheard speech: packed first, then alone for what a reading skipped.
+REREAD_ROUNDS = 3
 # Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
 WORD_REACH_S = 0.4
 
@@ -111,16 +111,17 @@ def merged(first: Sequence[Word], found: Sequence[Word]) -> list[Word]:
 def recover(
     regions: Sequence[Region],
     placed: Sequence[Sequence[Word]],
-    read_alone: Callable[[list[Region]], Sequence[Word]],
+    read_again: Callable[[list[Region], bool], Sequence[Word]],
     *,
     rounds: int = REREAD_ROUNDS,
     rate: int = RATE,
 ) -> list[list[Word]]:
     """``placed`` (the words of each region) completed: the stretches no word accounts
-    for are read again, each on its own, by ``read_alone`` (the words of the spans it is
-    given, on the same timeline), and each new reading ``replaces`` what the stretch
-    held; what a reading still leaves unheard (an utterance it skipped in turn) is read
-    again, ``rounds`` times at most."""
+    for are read again by ``read_again(spans, packed)`` (the words of the spans, on the
+    same timeline; ``packed`` in the first round, where several stretches may share a
+    decoding window, each on its own after that) and each new reading ``replaced`` what
+    its stretch held; what a reading still leaves unheard (an utterance it skipped in
+    turn) is read again, ``rounds`` times at most."""
     starts = [a for a, _ in regions]
     out = [list(words) for words in placed]
 
@@ -128,14 +129,19 @@ def recover(
         return bisect_right(starts, span[0]) - 1
 
     spans = list(regions)
-    for _ in range(rounds):
+    read_alone: set[Region] = set()
+    for n in range(rounds):
         missing = unheard(spans, [out[owner(s)] for s in spans], rate=rate)
-        if not missing:
+        # A stretch already read alone would read the same again.
+        spans = [span for _, span in missing if span not in read_alone]
+        if not spans:
             break
-        spans = [span for _, span in missing]
-        for span, again in zip(spans, place(read_alone(spans), spans, rate), strict=True):
+        if n > 0:
+            read_alone.update(spans)
+        found = place(read_again(spans, n == 0), spans, rate)
+        for span, again in zip(spans, found, strict=True):
             out[owner(span)] = replaced(out[owner(span)], span, again, rate)
-        log.debug("read %d unheard stretches of speech again alone", len(spans))
+        log.debug("read %d unheard stretches of speech again", len(spans))
     return out
 
 

@@ -144,7 +144,8 @@ class HttpWhisperEngine:
         regions = normalised(speech + spans, max([audio.size, *(b for _, b in spans)]))
         placed = completeness.place([w for s in result.segments for w in s.words], regions)
 
-        def read_alone(stretches: list[tuple[int, int]]) -> list[Word]:
+        def read_alone(stretches: list[tuple[int, int]], _packed: bool) -> list[Word]:
+            # One request a stretch, in every round: the service reads each alone.
             words: list[Word] = []
             for a, b in stretches:
                 again = self._ask(conditioned[a:b], options)

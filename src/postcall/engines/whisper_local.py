@@ -19,8 +19,9 @@ Every chunk goes the same way (``_transcribe_windows``):
    said in (``completeness.place``);
 5. the result is checked against the audio: every stretch of speech of a second or
    more that no word accounts for (a region that came back empty, an utterance
-   skipped inside one) is decoded again on its own (``completeness.unheard``) and
-   its words merged in.
+   skipped inside one: ``completeness.unheard``) is read again, first a few to a
+   12-second window, then what is still unheard each on its own, and the new words
+   put in (``completeness.recover``).
 
 ``batch_size=1`` decodes the same windows one at a time.
 """
@@ -79,6 +80,8 @@ NO_SPEECH_PROB = 0.6
 
 NO_SPEECH_LOGPROB = -1.0
 MAX_COMPRESSION_RATIO = 2.4
+# The first reading again packs the skipped stretches into windows this short (s).
+REREAD_WINDOW_S = 12.0
 
 
 def resolve_device(device: str) -> str:
@@ -273,12 +276,19 @@ class FasterWhisperEngine:
         regions = [r for window in windows for r in window]
         placed = completeness.place([w for s in decoded for w in s.words], regions)
 
-        def read_alone(spans: list[tuple[int, int]]) -> list[Word]:
-            clips = [(a / RATE, b / RATE) for a, b in spans]
-            redone, _ = self._decode(pipeline, conditioned, clips, options)
+        def read_again(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
+            if packed:  # a few to a short window: fewer windows, little left to skip
+                short = plan_windows(spans, conditioned, max_s=REREAD_WINDOW_S, max_gap_s=MAX_GAP_S)
+                again = splice(conditioned, short, max_gap_s=MAX_GAP_S)
+                redone, _ = self._decode(
+                    pipeline, again.audio, again.clips, options, again.to_original
+                )
+            else:
+                clips = [(a / RATE, b / RATE) for a, b in spans]
+                redone, _ = self._decode(pipeline, conditioned, clips, options)
             return [w for s in redone for w in s.words]
 
-        words = completeness.recover(regions, placed, read_alone)
+        words = completeness.recover(regions, placed, read_again)
         return EngineResult(language=language, segments=tuple(completeness.segments(words)))
 
     def _decode(
