@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import OUT, RATE, ROOT, TESTDATA, default_model, load, usage  # a sibling
+from pipeline import OUT, RATE, TESTDATA, default_model, load, usage  # a sibling
 
 # Sentences for the synthetic voices: even lines for the report set, odd ones for dev.
 SENTENCES = """\
@@ -157,12 +157,12 @@ def _reference(text: str) -> str:
     return " ".join(text.split())
 
 
-def build(split: str, minutes: float, seed: int) -> tuple[Path, list[Turn]]:
-    """Write (or reuse) the meeting; return its path and its turns."""
+def build(split: str, minutes: float, seed: int, out: Path = OUT) -> tuple[Path, list[Turn]]:
+    """Write (or reuse) the meeting under ``out``; return its path and its turns."""
     from tests import speech
 
     stem = f"hard_{split}_{minutes:g}min_seed{seed}"
-    wav, sidecar = OUT / f"{stem}.wav", OUT / f"{stem}.json"
+    wav, sidecar = out / f"{stem}.wav", out / f"{stem}.json"
     if wav.exists() and sidecar.exists():
         return wav, [Turn(**t) for t in json.loads(sidecar.read_text())["turns"]]
     rng = random.Random(f"{split}-{seed}")
@@ -212,7 +212,7 @@ def build(split: str, minutes: float, seed: int) -> tuple[Path, list[Turn]]:
     mix = speech.noise(total / RATE, -75.0, seed=seed)
     for s, a in pieces:
         mix[s : s + a.size] += a
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     tmp = wav.with_suffix(".part")
     with wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
@@ -320,6 +320,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="CTranslate2 model directory")
     parser.add_argument("--runs", default="oracle,plain,batched,postcall")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the meeting is kept")
     parser.add_argument("--child", choices=["oracle", "plain", "batched", "postcall"])
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     parser.add_argument("--turns", help=argparse.SUPPRESS)
@@ -330,13 +331,13 @@ def main() -> None:
         return
 
     began = time.perf_counter()
-    wav, turns = build(args.split, args.minutes, args.seed)
+    wav, turns = build(args.split, args.minutes, args.seed, args.out)
     seconds = max(t.end for t in turns)
     turns_file = wav.with_suffix(".json")
     levels = [t.level_dbfs for t in turns]
     print(
         f"model: {model_dir}  cores: {os.cpu_count()}  set: {args.split}  seed: {args.seed}\n"
-        f"recording: {wav.relative_to(ROOT)} ({seconds / 60:.1f} min, {len(turns)} turns "
+        f"recording: {wav} ({seconds / 60:.1f} min, {len(turns)} turns "
         f"of {len({t.speaker for t in turns})} participants, peaks {max(levels):.0f} to "
         f"{min(levels):.0f} dBFS)",
         flush=True,
@@ -391,7 +392,7 @@ def main() -> None:
     summary["total_run_s"] = round(time.perf_counter() - began, 1)
     print(f"total run time: {summary['total_run_s']:.0f} s")
     line = json.dumps(summary)
-    (OUT / f"meeting-{args.split}.json").write_text(line + "\n")
+    (args.out / f"meeting-{args.split}.json").write_text(line + "\n")
     print(line)
 
 
