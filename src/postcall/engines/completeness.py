@@ -5,12 +5,13 @@ word seconds away from where it was said. Given the speech regions that were dec
 (sample ranges of the audio) and the words that came back (seconds):
 
 * ``place`` gives every word to one region, the one its middle falls in, else the
-  nearest one, and keeps its times inside that region: a
-  word is never placed in a pause or in another utterance;
+  nearest one, and keeps its times inside that region: a word is never placed in a
+  pause;
 * ``unheard`` finds the stretches of a region that no word accounts for: a whole
-  region that came back empty, or a second or more inside one (an utterance the
-  decoder skipped after its neighbour); those are decoded again on their own and
-  their words put in (``recover``, in rounds; ``replaced``);
+  region that came back empty, a second or more inside one (an utterance the decoder
+  skipped after its neighbour), audio a word was stretched over;
+* ``recover`` reads those again (packed a few to a short window first, then alone
+  what that still skipped) and puts the new words in (``replaced``);
 * ``segments`` turns the words of each region into sentence-sized segments.
 
 Pure functions: no model, no I/O.
