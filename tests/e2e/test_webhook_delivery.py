@@ -17,9 +17,10 @@ import pytest
 from postcall.delivery import Dispatcher, DispatcherConfig
 from postcall.domain import AudioStreamInfo, MediaInfo, Recording, new_id, utcnow
 from postcall.outbound import OutboundPolicy, parse_networks
+from postcall.store.base import Page
 from postcall.store.sqlite import SqliteStore
 from postcall.webhook_service import WebhookService
-from postcall.webhooks import DeliveryStatus, new_secret, sign_headers
+from postcall.webhooks import Delivery, DeliveryStatus, new_secret, sign_headers
 from tests.e2e.receiver import Receiver, Tripwire, running
 from tests.helpers import wait_for
 
@@ -146,8 +147,14 @@ def test_a_failing_receiver_gets_every_event_once_it_recovers(
         delivered = {r.json()["data"]["recording"]["id"] for r in rx.delivered()}
         assert delivered == set(recordings)
         assert all(r.json()["data"]["recording"]["metadata"] == {"crm": "42"} for r in rx.received)
-        page = hooks.endpoint_deliveries("t1", ep.id, limit=10, cursor=None)
-        assert {d.status for d in page.items} == {DeliveryStatus.SUCCEEDED}
+
+        # The dispatcher records an attempt after the receiver has answered it: poll.
+        def all_succeeded() -> Page[Delivery] | None:
+            page = hooks.endpoint_deliveries("t1", ep.id, limit=10, cursor=None)
+            done = {d.status for d in page.items} == {DeliveryStatus.SUCCEEDED}
+            return page if done else None
+
+        page = wait_for(all_succeeded, timeout=10, what="every delivery recorded as succeeded")
         codes = [a.response_code for d in page.items for a in d.log]
         assert codes.count(500) == failing_until and codes.count(200) == 3
         assert all(a.latency_ms > 0 for d in page.items for a in d.log)
