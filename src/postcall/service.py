@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 2000
 """Longest initial prompt accepted (Whisper keeps its last 224 tokens anyway)."""
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # fullmatch: "$" would pass a "\n"
 
 
 def diarization_available() -> bool:
@@ -281,7 +281,7 @@ class Service:
     def _new_recording_id(self, tenant: str, recording_id: str | None) -> str:
         if recording_id is None:
             return new_id("rec")
-        if not _CLIENT_ID.match(recording_id):
+        if not _CLIENT_ID.fullmatch(recording_id):
             raise InvalidInput(
                 "id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
                 field="id",
@@ -356,6 +356,16 @@ class Service:
             lang = normalize_language(language, self.default_language)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="language") from None
+        low, high = min_speakers or 1, max_speakers
+        if high is not None and low > high:
+            raise InvalidInput(
+                f"min_speakers ({low}) is more than max_speakers ({high})", field="speakers"
+            )
+        if num_speakers is not None and not low <= num_speakers <= (high or num_speakers):
+            raise InvalidInput(
+                f"num_speakers ({num_speakers}) is outside min_speakers..max_speakers",
+                field="speakers",
+            )
         recording = self.store.get_recording(tenant, recording_id)
         mode = resolve_mode(
             speakers,

@@ -202,3 +202,32 @@ def test_unknown_route_and_ids(api: Any) -> None:
     assert client.get("/v1/recordings/nope").json()["error"]["code"] == "not_found"
     assert client.get("/v1/transcriptions/tr_nope").status_code == 404
     assert client.get("/v1/nothing-here").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "speakers",
+    [
+        {"mode": "diarize", "min_speakers": 3, "max_speakers": 2},
+        {"mode": "diarize", "num_speakers": 5, "max_speakers": 4},
+        {"mode": "diarize", "num_speakers": 2, "min_speakers": 3},
+    ],
+)
+def test_contradictory_speaker_counts_are_422_at_once(
+    api: Any, wav: bytes, speakers: dict[str, Any]
+) -> None:
+    client, _ = api
+    rec = upload(client, wav).json()
+    r = client.post(f"/v1/recordings/{rec['id']}/transcribe", json={"speakers": speakers})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "speakers"
+    ok = {"mode": "diarize", "min_speakers": 2, "max_speakers": 3, "num_speakers": 2}
+    r = client.post(f"/v1/recordings/{rec['id']}/transcribe", json={"speakers": ok})
+    assert r.status_code == 202, r.text
+
+
+@pytest.mark.parametrize("bad", ["call-1\n", "call 1", "-call", "a" * 129])
+def test_a_client_id_must_match_whole(api: Any, wav: bytes, bad: str) -> None:
+    client, _ = api
+    r = upload(client, wav, id=bad)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "id"
