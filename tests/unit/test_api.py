@@ -231,3 +231,16 @@ def test_a_client_id_must_match_whole(api: Any, wav: bytes, bad: str) -> None:
     r = upload(client, wav, id=bad)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == "id"
+
+
+def test_a_body_that_is_not_json_says_so(api: Any, wav: bytes) -> None:
+    client, _ = api
+    rec = upload(client, wav).json()
+    r = client.post(
+        f"/v1/recordings/{rec['id']}/transcribe",
+        content=b'{"language": ',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == "body" and "not valid JSON" in error["message"], error

@@ -101,11 +101,15 @@ def create_app(components: Components) -> FastAPI:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(loc) or "body"
+        message = f"{field}: {first.get('msg', 'invalid')}"
+        if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+            where = loc[0] if loc else "?"
+            field, message = "body", f"the body is not valid JSON (at character {where})"
         return JSONResponse(
             {
                 "error": {
                     "code": "invalid_input",
-                    "message": f"{field}: {first.get('msg', 'invalid')}",
+                    "message": message,
                     "field": field,
                 },
                 "detail": [
