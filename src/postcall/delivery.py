@@ -1,11 +1,18 @@
 """The webhook dispatcher: fans outbox events out and delivers them, signed, with retries.
 
-Runs as a few threads in ``postcall serve`` (with or without ``--no-worker``) and in
-``postcall worker``; any number of dispatchers can share one store. Each delivery is
-claimed under a lease longer than the request timeout; a dispatcher that dies
-mid-delivery leaves it to be claimed again when the lease ends, and an attempt whose
-lease was taken over is not logged twice (``finish_attempt`` is fenced). Every attempt
-is logged with its outcome, status code and latency.
+Runs in ``postcall serve`` (with or without ``--no-worker``) and in ``postcall worker``;
+any number of dispatchers can share one store. One thread fans events out and claims
+due deliveries while a pool of senders (``concurrency``) has a free place; each claimed
+delivery is sent at once. Receivers are slow (seconds) far more often than the store,
+so many attempts are in flight together. No endpoint may hold more than
+``per_endpoint`` of them: a delivery claimed for an endpoint at that bound is given
+back unsent (``postpone_delivery``: not an attempt, due again shortly), so one receiver
+that never answers cannot take the places of the others.
+
+Each delivery is claimed under a lease longer than the request timeout; a dispatcher
+that dies mid-delivery leaves it to be claimed again when the lease ends, and an attempt
+whose lease was taken over is not logged twice (``finish_attempt`` is fenced). Every
+attempt is logged with its outcome, status code and latency.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -52,7 +61,9 @@ class DispatcherConfig:
     timeout_s: float = 15.0
     lease_s: float = 60.0
     poll_s: float = 1.0
-    concurrency: int = 4
+    concurrency: int = 256
+    per_endpoint: int = 64
+    postpone_s: float = 0.5
     batch: int = 100
 
 
@@ -77,16 +88,25 @@ class Dispatcher:
         self.store = store
         self.config = config or DispatcherConfig()
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{new_id('d')[2:10]}"
-        self._client = guarded_client(policy, timeout_s=self.config.timeout_s)
+        places = max(1, self.config.concurrency)
+        self._client = guarded_client(
+            policy, timeout_s=self.config.timeout_s, max_connections=places
+        )
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._places = threading.Semaphore(places)
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}  # endpoint id -> attempts in flight
+        self._in_flight: set[Future[None]] = set()
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
-        for i in range(max(1, self.config.concurrency)):
-            t = threading.Thread(target=self._loop, name=f"postcall-webhooks-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, self.config.concurrency), thread_name_prefix="postcall-webhook"
+        )
+        self._thread = threading.Thread(target=self._loop, name="postcall-webhooks", daemon=True)
+        self._thread.start()
         log.info("webhook dispatcher %s started", self.owner)
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -94,20 +114,77 @@ class Dispatcher:
         running then is claimed again by a dispatcher once its lease ends."""
         self._stop.set()
         deadline = time.monotonic() + (self.config.timeout_s + 1 if grace_s is None else grace_s)
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        self._threads.clear()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            self._thread = None
+        with self._lock:
+            running = set(self._in_flight)
+        wait_all(running, timeout=max(0.0, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self._client.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.run_once()
+                fanned = self.fan_out()
+                started = self._start_due()
             except Exception:  # a store hiccup must not end the dispatcher
                 log.exception("webhook dispatch failed")
-                busy = False
-            if not busy:
+                fanned = started = 0
+            if not fanned and not started:
                 self._stop.wait(self.config.poll_s)
+
+    def _start_due(self) -> int:
+        """Claim due deliveries while a sender is free, and start each; returns how many
+        were claimed (started or given back). Waits for a free sender, not for work."""
+        claimed = 0
+        while not self._stop.is_set():
+            if not self._places.acquire(timeout=self.config.poll_s):
+                return claimed  # every sender busy: fan out meanwhile, then come back
+            try:
+                delivery = self._claim()
+            except BaseException:
+                self._places.release()
+                raise
+            if delivery is None:
+                self._places.release()
+                return claimed
+            claimed += 1
+            with self._lock:
+                full = self._busy.get(delivery.endpoint_id, 0) >= self.config.per_endpoint
+                if not full:
+                    self._busy[delivery.endpoint_id] = self._busy.get(delivery.endpoint_id, 0) + 1
+            if full:
+                self._places.release()
+                until = utcnow() + timedelta(seconds=self.config.postpone_s)
+                self.store.postpone_delivery(delivery.id, self.owner, until=until)
+                continue
+            assert self._pool is not None
+            future = self._pool.submit(self._attempt_held, delivery)
+            with self._lock:
+                self._in_flight.add(future)
+            future.add_done_callback(self._forget)
+        return claimed
+
+    def _attempt_held(self, delivery: Delivery) -> None:
+        try:
+            self.attempt(delivery)
+        except Exception:
+            log.exception("webhook delivery %s: attempt failed", delivery.id)
+        finally:
+            with self._lock:
+                left = self._busy.get(delivery.endpoint_id, 1) - 1
+                if left > 0:
+                    self._busy[delivery.endpoint_id] = left
+                else:
+                    self._busy.pop(delivery.endpoint_id, None)
+            self._places.release()
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
 
     def run_once(self) -> bool:
         """Fan out pending events, then make one delivery attempt; False when idle."""
@@ -142,23 +219,32 @@ class Dispatcher:
 
     # --- delivery ---------------------------------------------------------------------
     def deliver_one(self) -> bool:
-        """Claim one due delivery and attempt it; False when none was due."""
-        cfg = self.config
-        delivery = self.store.claim_delivery(
-            self.owner, lease_s=cfg.lease_s, max_attempts=len(cfg.schedule)
-        )
+        """Claim one due delivery and attempt it here; False when none was due."""
+        delivery = self._claim()
         if delivery is None:
             return False
+        self.attempt(delivery)
+        return True
+
+    def _claim(self) -> Delivery | None:
+        cfg = self.config
+        return self.store.claim_delivery(
+            self.owner, lease_s=cfg.lease_s, max_attempts=len(cfg.schedule)
+        )
+
+    def attempt(self, delivery: Delivery) -> None:
+        """Send a delivery this dispatcher holds, and log the outcome."""
+        cfg = self.config
         now = utcnow()
         try:
             endpoint = self.store.get_endpoint(delivery.tenant, delivery.endpoint_id)
         except NotFound:
             self._finish(delivery, now, _Outcome(error="the endpoint was deleted"), 0.0, None)
-            return True
+            return
         if not endpoint.enabled:
             reason = endpoint.disabled_reason or "disabled"
             self._finish(delivery, now, _Outcome(error=f"the endpoint is {reason}"), 0.0, None)
-            return True
+            return
         started = time.monotonic()
         outcome = self._send(endpoint, delivery, now)
         latency_ms = (time.monotonic() - started) * 1000
@@ -174,7 +260,6 @@ class Dispatcher:
         if decision.succeeded:
             outcome = replace(outcome, error=None)
         self._finish(delivery, now, outcome, latency_ms, retry_at, succeeded=decision.succeeded)
-        return True
 
     def _send(self, endpoint: Endpoint, delivery: Delivery, now: datetime) -> _Outcome:
         body = delivery.payload.encode()

@@ -141,10 +141,14 @@ class GuardedTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-def guarded_client(policy: OutboundPolicy, *, timeout_s: float) -> httpx.Client:
-    """A client for requests on a client's behalf: guarded, no redirects, no env proxies."""
+def guarded_client(
+    policy: OutboundPolicy, *, timeout_s: float, max_connections: int = 100
+) -> httpx.Client:
+    """A client for requests on a client's behalf: guarded, no redirects, no env proxies;
+    at most ``max_connections`` open at once (requests beyond wait for one)."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
     return httpx.Client(
-        transport=GuardedTransport(policy),
+        transport=GuardedTransport(policy, limits=limits),
         timeout=timeout_s,
         follow_redirects=False,
         trust_env=False,

@@ -192,7 +192,15 @@ class Settings(BaseSettings):
         "dispatcher died is retried after it. Must exceed the request timeout.",
     )
     webhook_poll_s: float = Field(1.0, gt=0, description="How often an idle dispatcher looks.")
-    webhook_concurrency: int = Field(4, ge=1, description="Deliveries one process sends at once.")
+    webhook_concurrency: int = Field(
+        256, ge=1, description="Webhook deliveries one process sends at once."
+    )
+    webhook_endpoint_concurrency: int = Field(
+        64,
+        ge=1,
+        description="Of those, the most in flight to one endpoint; more wait their turn "
+        "(not counted as attempts), so a receiver that never answers cannot hold them all.",
+    )
     webhook_rotation_overlap_s: float = Field(
         86400.0,
         ge=0,

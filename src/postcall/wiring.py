@@ -105,6 +105,7 @@ def dispatcher_config(settings: Settings) -> DispatcherConfig:
         lease_s=settings.webhook_lease_s,
         poll_s=settings.webhook_poll_s,
         concurrency=settings.webhook_concurrency,
+        per_endpoint=settings.webhook_endpoint_concurrency,
     )
 
 

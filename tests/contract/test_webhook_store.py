@@ -165,6 +165,32 @@ def test_claim_lease_retry_and_log(store: Store, clock: Clock) -> None:
         store.get_delivery("t2", d.id)
 
 
+def test_a_postponed_delivery_is_due_again_later_and_not_counted(
+    store: Store, clock: Clock
+) -> None:
+    e = endpoint()
+    store.add_endpoint(e)
+    store.add_recording(recording())
+    (event,) = store.pending_events(10)
+    store.fan_out(event.id, "{}", [e.id])
+    d = store.claim_delivery("d1", lease_s=30, max_attempts=1)
+    assert d is not None and d.attempts == 1
+    later = ts_to_dt(clock.now + 2)
+    assert not store.postpone_delivery(d.id, "someone-else", until=later)
+    assert store.postpone_delivery(d.id, "d1", until=later)
+    assert not store.postpone_delivery(d.id, "d1", until=later)  # no longer held
+    assert store.claim_delivery("d2", lease_s=30, max_attempts=1) is None  # not due yet
+    waiting = store.get_delivery("t1", d.id)
+    assert waiting.status is DeliveryStatus.PENDING and waiting.attempts == 0
+    assert waiting.log == ()
+    clock.advance(2)
+    # max_attempts=1: had the postponed claim counted, it would now fail unsent.
+    again = store.claim_delivery("d2", lease_s=30, max_attempts=1)
+    assert again is not None and again.id == d.id and again.attempts == 1
+    assert store.finish_attempt(d.id, "d2", attempt(True), retry_at=None)
+    assert store.get_delivery("t1", d.id).status is DeliveryStatus.SUCCEEDED
+
+
 def test_a_dead_dispatchers_delivery_is_claimed_after_its_lease(store: Store, clock: Clock) -> None:
     e = endpoint()
     store.add_endpoint(e)

@@ -9,6 +9,7 @@ import random
 import string
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from postcall.store.base import Page
 from postcall.store.sqlite import SqliteStore
 from postcall.webhook_service import WebhookService
 from postcall.webhooks import Delivery, DeliveryStatus, new_secret, sign_headers
-from tests.e2e.receiver import Receiver, Tripwire, running
+from tests.e2e.receiver import HOLD, Answer, Received, Receiver, Tripwire, running
 from tests.helpers import wait_for
 
 LOOPBACK = OutboundPolicy(parse_networks("127.0.0.0/8"))
@@ -229,3 +230,36 @@ def test_a_host_resolving_to_loopback_is_refused_at_delivery(store: SqliteStore)
         assert "no request sent" in (d.log[0].error or "")
         assert d.status is DeliveryStatus.PENDING  # retried on the schedule
     assert wire.connections == 0
+
+
+def test_a_receiver_that_never_answers_does_not_hold_up_the_others(store: SqliteStore) -> None:
+    """Four senders, at most two per endpoint: the stuck endpoint holds two places until
+    its requests time out (5 s), and the other endpoint's six deliveries go through the
+    other two meanwhile. Without the bound the stuck endpoint would hold all four."""
+    config = replace(FAST, concurrency=4, per_endpoint=2, timeout_s=5, lease_s=6, postpone_s=0.1)
+    hooks = WebhookService(store, LOOPBACK)
+
+    def respond(_n: int, r: Received) -> Answer:
+        return HOLD if r.path == "/stuck" else (200, {})
+
+    d = Dispatcher(store, LOOPBACK, config)
+    with running(Receiver(respond=respond)) as rx:
+        hooks.create_endpoint("t1", rx.url + "/stuck", events=["recording.done"])
+        hooks.create_endpoint("t1", rx.url + "/good", events=["recording.done"])
+        for _ in range(6):
+            add_recording(store)
+        started = time.monotonic()
+        d.start()
+        try:
+            good = wait_for(
+                lambda: len([r for r in rx.delivered() if r.path == "/good"]) == 6,
+                timeout=4,
+                what="every delivery to the answering endpoint, before the stuck ones time out",
+            )
+            assert good and time.monotonic() - started < 5
+            stuck = [r for r in rx.received if r.path == "/stuck"]
+            assert len(stuck) == 2  # never more than two in flight to it
+            assert all(r.answered is None for r in stuck)
+        finally:
+            rx.release()
+            d.stop(grace_s=5)

@@ -63,6 +63,7 @@ class RedisWebhooks:
         self._wh_claim = reg(lua.LIB + whlua.CLAIM_DELIVERY)
         self._wh_finish = reg(lua.LIB + whlua.FINISH_ATTEMPT)
         self._wh_resend = reg(lua.LIB + whlua.RESEND)
+        self._wh_postpone = reg(lua.LIB + whlua.POSTPONE)
         self._wh_endpoint = reg(whlua.ENDPOINT)
 
     # --- keys ----------------------------------------------------------------------
@@ -164,6 +165,11 @@ class RedisWebhooks:
         keys = [self._wh("dl", delivery_id), self._wh("due"), self._wh("log", delivery_id)]
         args = [owner, attempt_to_json(attempt), status.value, nxt, _num(self._clock())]
         return bool(self._wh_finish(keys, args))
+
+    def postpone_delivery(self, delivery_id: str, owner: str, *, until: datetime) -> bool:
+        keys = [self._wh("dl", delivery_id), self._wh("due")]
+        args = [owner, _num(until.timestamp()), _num(self._clock())]
+        return bool(self._wh_postpone(keys, args))
 
     def _delivery(self, row: dict[str, Any]) -> Delivery:
         log = cast(list[str], self._client.lrange(self._wh("log", str(row["id"])), 0, -1))

@@ -97,6 +97,17 @@ end
 return 1
 """
 
+# KEYS: delivery, due. ARGV: owner, due at, now.
+POSTPONE = """
+local h = hgetall(KEYS[1])
+if h.status ~= 'pending' or h.lease_owner ~= ARGV[1] then return 0 end
+local attempts = math.max(tonumber(h.attempts) - 1, 0)
+redis.call('HSET', KEYS[1], 'attempts', attempts, 'next_attempt_at', ARGV[2], 'lease_owner', '',
+  'updated_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], h.id)
+return 1
+"""
+
 # KEYS: delivery, due. ARGV: tenant, now.
 RESEND = """
 local h = hgetall(KEYS[1])

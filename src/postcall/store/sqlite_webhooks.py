@@ -325,6 +325,21 @@ class SqliteWebhooks:
             )
             return True
 
+    def postpone_delivery(self, delivery_id: str, owner: str, *, until: datetime) -> bool:
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE webhook_deliveries SET attempts=MAX(attempts-1, 0), lease_owner=NULL,"
+                " next_attempt_at=?, updated_at=? WHERE id=? AND status=? AND lease_owner=?",
+                (
+                    until.timestamp(),
+                    self._clock(),
+                    delivery_id,
+                    DeliveryStatus.PENDING.value,
+                    owner,
+                ),
+            ).rowcount
+            return bool(changed)
+
     def _delivery(self, db: sqlite3.Connection, delivery_id: str) -> Delivery:
         row = db.execute("SELECT * FROM webhook_deliveries WHERE id=?", (delivery_id,)).fetchone()
         log = db.execute(

@@ -73,6 +73,11 @@ class WebhookStore(Protocol):
         failed for good when ``retry_at`` is None. False unless ``owner`` holds it."""
         ...
 
+    def postpone_delivery(self, delivery_id: str, owner: str, *, until: datetime) -> bool:
+        """Give back a claimed delivery unsent: pending again at ``until``, its claim not
+        counted as an attempt and nothing logged. False unless ``owner`` holds it."""
+        ...
+
     def get_delivery(self, tenant: str, delivery_id: str) -> Delivery:
         """The delivery with its attempt log, or ``NotFound``."""
         ...
