@@ -65,13 +65,7 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(TEST_STAMP) system-deps
-	$(PY) bench/meeting.py
-	$(PY) bench/pipeline.py
-	$(PY) bench/long.py
-	$(PY) bench/queueing.py
-	$(PY) bench/split.py
-	$(PY) bench/speakers.py
-	$(PY) bench/diarize.py
+	$(PY) bench/all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

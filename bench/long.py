@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import (  # a sibling script
     OUT,
     ROOT,
+    TINY_CLIPS,
     build_recording,
     default_model,
     english_clips,
@@ -140,14 +141,18 @@ def postcall_workers(model_dir: str, wav: Path, workers: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--workers", default="1,2,4", help="postcall worker counts")
     parser.add_argument("--model", default=None, help="CTranslate2 model directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-plain", action="store_true", help="skip (a) and (b)")
+    parser.add_argument("--tiny", action="store_true", help="a 20-second check that it runs")
     parser.add_argument("--child", choices=["batched"], help=argparse.SUPPRESS)
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tiny:
+        args.minutes, args.workers = 0.25, "1"
+        os.environ["POSTCALL_BENCH_CLIPS"] = TINY_CLIPS
     model_dir = args.model or default_model()
     if args.child:
         print(json.dumps(plain_batched(model_dir, args.audio)), flush=True)
@@ -223,7 +228,7 @@ def main() -> None:
     summary["total_run_s"] = round(time.perf_counter() - began, 1)
     print(f"total run time: {summary['total_run_s']:.0f} s")
     line = json.dumps(summary)
-    (OUT / "long.json").write_text(line + "\n")
+    (OUT / ("long-tiny.json" if args.tiny else "long.json")).write_text(line + "\n")
     print(line)
 
 

@@ -41,6 +41,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import wave
 from dataclasses import asdict, dataclass
@@ -324,11 +325,23 @@ def main() -> None:
     parser.add_argument("--child", choices=["oracle", "plain", "batched", "postcall"])
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     parser.add_argument("--turns", help=argparse.SUPPRESS)
+    parser.add_argument("--tiny", action="store_true", help="a 20-second meeting, kept nowhere")
     args = parser.parse_args()
     model_dir = args.model or default_model()
     if args.child:
         print(json.dumps(child(args.child, model_dir, args.audio, args.turns)), flush=True)
         return
+    if args.tiny:
+        args.split, args.minutes, args.runs = "dev", 0.33, "oracle,batched,postcall"
+        if args.out == OUT:
+            with tempfile.TemporaryDirectory(prefix="postcall-meeting-") as tmp:
+                args.out = Path(tmp)
+                run(args, model_dir)
+            return
+    run(args, model_dir)
+
+
+def run(args: argparse.Namespace, model_dir: str) -> None:
 
     began = time.perf_counter()
     wav, turns = build(args.split, args.minutes, args.seed, args.out)

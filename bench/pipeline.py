@@ -50,8 +50,10 @@ Audio = npt.NDArray[np.float32]
 
 
 def english_clips() -> dict[str, str]:
-    """Reference text by manifest name of the English single-speaker read-speech clips."""
-    clips = {}
+    """Reference text by manifest name of the English single-speaker read-speech clips
+    (the first ``POSTCALL_BENCH_CLIPS`` of them when set: the tiny mode)."""
+    limit = int(os.environ.get("POSTCALL_BENCH_CLIPS", "0")) or None
+    clips: dict[str, str] = {}
     with (TESTDATA / "manifest.jsonl").open() as fh:
         for line in fh:
             entry = json.loads(line)
@@ -59,7 +61,12 @@ def english_clips() -> dict[str, str]:
             wanted = name == "jfk.flac" or name.startswith(("librispeech/", "ljspeech/"))
             if wanted and entry["language"] == "en":
                 clips[name] = str(entry["text"])
+            if limit is not None and len(clips) >= limit:
+                break
     return clips
+
+
+TINY_CLIPS = "3"  # --tiny: recordings built from three clips
 
 
 def load(path: Path) -> Audio:
@@ -68,16 +75,17 @@ def load(path: Path) -> Audio:
     return np.concatenate(list(audio.decode(path)))
 
 
-def build_recording(minutes: int, seed: int) -> tuple[Path, list[str], float]:
+def build_recording(minutes: float, seed: int) -> tuple[Path, list[str], float]:
     """Write (or reuse) the recording of ``minutes``; return its path, clip names, seconds."""
-    wav = OUT / f"meeting_{minutes}min_seed{seed}.wav"
+    limited = os.environ.get("POSTCALL_BENCH_CLIPS")
+    wav = OUT / f"meeting_{minutes}min_seed{seed}{f'_clips{limited}' if limited else ''}.wav"
     sidecar = wav.with_suffix(".json")
     if wav.exists() and sidecar.exists():
         with wave.open(str(wav)) as w:
             return wav, list(json.loads(sidecar.read_text())["clips"]), w.getnframes() / RATE
     clips = [(name, load(TESTDATA / name)) for name in english_clips()]
     rng = random.Random(seed * 1000 + minutes)
-    target = minutes * 60 * RATE
+    target = round(minutes * 60 * RATE)
     names: list[str] = []
     written = 0
     tmp = wav.with_suffix(".part")
@@ -195,9 +203,13 @@ def main() -> None:
     parser.add_argument("--minutes", default="10,30", help="recording lengths, comma-separated")
     parser.add_argument("--model", default=None, help="CTranslate2 model directory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="a 15-second check that it runs")
     parser.add_argument("--child", choices=["postcall", "plain", "clips"], help=argparse.SUPPRESS)
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tiny:
+        args.minutes = "0.25"
+        os.environ["POSTCALL_BENCH_CLIPS"] = TINY_CLIPS
     model_dir = args.model or default_model()
     if args.child:
         print(json.dumps(child(args.child, model_dir, args.audio)), flush=True)
@@ -207,7 +219,7 @@ def main() -> None:
 
     began = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
-    minutes = [int(m) for m in args.minutes.split(",") if m.strip()]
+    minutes = [float(m) if "." in m else int(m) for m in args.minutes.split(",") if m.strip()]
     refs = english_clips()
     print(f"model: {model_dir}  cpu_threads: {os.cpu_count()}  seed: {args.seed}", flush=True)
     clips = measure("clips", model_dir)
@@ -303,7 +315,7 @@ def main() -> None:
     summary["total_run_s"] = round(time.perf_counter() - began, 1)
     print(f"total run time: {summary['total_run_s']:.0f} s")
     line = json.dumps(summary)
-    (OUT / "pipeline.json").write_text(line + "\n")
+    (OUT / ("pipeline-tiny.json" if args.tiny else "pipeline.json")).write_text(line + "\n")
     print(line)
 
 

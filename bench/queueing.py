@@ -1,22 +1,19 @@
-"""Queue benchmark: job creation through the API, and queue throughput across workers.
+"""Queue benchmark: queue throughput across worker processes, on SQLite and on Redis.
 
 Run from the repository root: ``.venv/bin/python bench/queueing.py`` (part of ``make bench``).
 
-1. ``POST /v1/recordings/{id}/transcribe`` against a real ``postcall serve --no-worker``
-   process, on SQLite and on Redis: creations per second and p50/p99 latency, from a
-   closed loop of concurrent clients on this machine.
-2. Queue throughput with 1, 2, 4 and 8 ``postcall worker`` processes running a
-   fixed-duration test engine (each job "computes" for ``--job-s`` seconds): jobs per
-   second against the linear ideal ``workers / job_s``. The queue adds no bottleneck
-   when the efficiency stays near 100 %.
+1, 2, 4 and 8 ``postcall worker`` processes run a fixed-duration test engine (each job
+"computes" for ``--job-s`` seconds): jobs per second against the linear ideal
+``workers / job_s``. The queue adds no bottleneck when the efficiency stays near 100 %.
+Jobs are spread over several recordings (a recording takes at most 10 transcriptions).
+The API's own figures (job creation, polling, uploads, webhooks) are ``bench/load.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import itertools
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -25,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests import media  # noqa: E402
 from tests.contract.redis_server import running_redis_server  # noqa: E402
-from tests.e2e.server import Server  # noqa: E402
 from tests.e2e.workers import WorkerProcess, wait_ready  # noqa: E402
 
 from postcall.blobs.local import LocalBlobStore  # noqa: E402
@@ -42,7 +37,7 @@ from postcall.service import Service  # noqa: E402
 from postcall.settings import Settings  # noqa: E402
 from postcall.wiring import build_store  # noqa: E402
 
-KEY = "bench-key"
+PER_RECORDING = 10  # the most transcriptions one recording takes
 
 
 @contextmanager
@@ -56,76 +51,6 @@ def store_urls(workdir: Path) -> Iterator[dict[str, str]]:
 def tone_wav(path: Path, seconds: float = 1.0) -> Path:
     t = np.arange(int(seconds * 16000)) / 16000
     return media.write_audio(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
-
-
-async def hammer(url: str, rec_id: str, total: int, concurrency: int) -> list[float]:
-    """A closed loop of ``concurrency`` keep-alive HTTP/1.1 connections.
-
-    Raw asyncio streams rather than an HTTP client library: on a 2-core machine the
-    load generator shares the CPU with the server, so it must cost little per request.
-    """
-    host, port = url.removeprefix("http://").split(":")
-    body = b"{}"
-    request = (
-        f"POST /v1/recordings/{rec_id}/transcribe HTTP/1.1\r\nHost: {host}\r\n"
-        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    latencies: list[float] = []
-    remaining = total
-
-    async def one_connection() -> None:
-        nonlocal remaining
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                latencies.append(time.perf_counter() - started)
-                if not head.startswith(b"HTTP/1.1 202"):
-                    raise RuntimeError(f"unexpected answer: {head[:40]!r}")
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(one_connection() for _ in range(concurrency)))
-    return latencies
-
-
-def bench_creation(name: str, store_url: str, workdir: Path, total: int, concurrency: int) -> dict:
-    env = {
-        "POSTCALL_STORE_URL": store_url,
-        "POSTCALL_BLOB_URL": f"file://{workdir / f'blobs-{name}'}",
-        "POSTCALL_API_KEYS": KEY,
-        "POSTCALL_LOG_LEVEL": "WARNING",
-    }
-    server = Server(env, workdir / f"api-{name}.log", "--no-worker")
-    try:
-        wav = tone_wav(workdir / "tone.wav")
-        auth = {"Authorization": f"Bearer {KEY}"}
-        with httpx.Client(base_url=server.url, headers=auth) as c, wav.open("rb") as fh:
-            rec = c.post("/v1/recordings", files={"file": ("t.wav", fh)}).json()
-        asyncio.run(hammer(server.url, rec["id"], 100, concurrency))  # warm up
-        started = time.perf_counter()
-        latencies = asyncio.run(hammer(server.url, rec["id"], total, concurrency))
-        wall = time.perf_counter() - started
-    finally:
-        server.stop()
-    latencies.sort()
-    return {
-        "store": name,
-        "requests": total,
-        "concurrency": concurrency,
-        "per_s": total / wall,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-    }
 
 
 def bench_workers(
@@ -144,8 +69,13 @@ def bench_workers(
     }
     store = build_store(Settings(store_url=store_url))
     service = Service(store, LocalBlobStore(blob_root))
-    with tone_wav(run_dir / "tone.wav").open("rb") as fh:
-        rec = service.create_recording("bench", fh, filename="t.wav", content_type="audio/wav")
+    wav = tone_wav(run_dir / "tone.wav")
+    recordings = []
+    for _ in range(-(-(workers * (jobs_per_worker + 1)) // PER_RECORDING)):
+        with wav.open("rb") as fh:
+            rec = service.create_recording("bench", fh, filename="t.wav", content_type="audio/wav")
+        recordings.append(rec.id)
+    jobs = itertools.count()
     procs = [WorkerProcess(env, run_dir / f"w{i}.log") for i in range(workers)]
     tick = threading.Event()
     try:
@@ -154,7 +84,10 @@ def bench_workers(
 
         def drain(count: int) -> float:
             started = time.perf_counter()
-            ids = [service.request_transcription("bench", rec.id).id for _ in range(count)]
+            ids = [
+                service.request_transcription("bench", recordings[next(jobs) // PER_RECORDING]).id
+                for _ in range(count)
+            ]
             pending = set(ids)
             while pending:
                 if time.perf_counter() - started > 300:
@@ -187,24 +120,18 @@ def bench_workers(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", default="1,2,4,8")
     parser.add_argument("--jobs-per-worker", type=int, default=25)
     parser.add_argument("--job-s", type=float, default=0.25)
+    parser.add_argument("--tiny", action="store_true", help="a few seconds: 1-2 workers")
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {"creation": [], "throughput": []}
+    if args.tiny:
+        args.workers, args.jobs_per_worker, args.job_s = "1,2", 4, 0.1
+    results: dict[str, list[dict]] = {"throughput": []}
     with tempfile.TemporaryDirectory(prefix="postcall-bench-") as tmp:
         workdir = Path(tmp)
         with store_urls(workdir) as urls:
-            print("job creation: POST /v1/recordings/{id}/transcribe", flush=True)
-            print(f"{'store':8} {'req':>6} {'conc':>5} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-            for name, url in urls.items():
-                r = bench_creation(name, url, workdir, args.requests, args.concurrency)
-                results["creation"].append(r)
-                row = f"{name:8} {r['requests']:6d} {r['concurrency']:5d} {r['per_s']:8.0f} "
-                print(row + f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f}", flush=True)
-            print(f"\nqueue throughput: fixed-duration engine, {args.job_s} s per job", flush=True)
+            print(f"queue throughput: fixed-duration engine, {args.job_s} s per job", flush=True)
             print(f"{'store':8} {'workers':>7} {'jobs':>5} {'jobs/s':>8} {'ideal':>7} {'eff':>6}")
             for name, url in urls.items():
                 for w in (int(x) for x in args.workers.split(",")):
@@ -215,7 +142,9 @@ def main() -> None:
                     print(row + f"{r['ideal_per_s']:7.2f} {eff:5.1f}%", flush=True)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "queue.json").write_text(json.dumps(results, indent=2))
+    (out / ("queue-tiny.json" if args.tiny else "queue.json")).write_text(
+        json.dumps(results, indent=2)
+    )
     print(json.dumps(results))
 
 

@@ -83,7 +83,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--model", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="2 participants, 15 seconds")
     args = parser.parse_args()
+    if args.tiny:
+        args.participants, args.minutes = 2, 0.25
     engine = FasterWhisperEngine(args.model or default_model())
     engine.load()
     with tempfile.TemporaryDirectory(prefix="postcall-speakers-") as tmp:

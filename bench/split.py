@@ -150,7 +150,11 @@ def main() -> None:
     parser.add_argument("--short-after", type=float, default=1.0)
     parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
     parser.add_argument("--keep", type=Path, help="keep the logs and files in this new folder")
+    parser.add_argument("--tiny", action="store_true", help="a few seconds: 6 minutes, 1-2 workers")
     args = parser.parse_args()
+    if args.tiny:
+        args.minutes, args.chunk_s, args.workers = 6.0, 0.2, "1,2"
+        args.short_s, args.short_after = 2.0, 0.1
     results = []
     with ExitStack() as stack:
         if args.keep:
@@ -192,7 +196,10 @@ def main() -> None:
         print(f"CPU seconds, 2 workers / 1 worker: {by[2]['cpu_s'] / by[1]['cpu_s']:.2f}")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps(results, indent=2))
+    (out / ("split-tiny.json" if args.tiny else "split.json")).write_text(
+        json.dumps(results, indent=2)
+    )
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":
