@@ -89,6 +89,23 @@ class _CappedReader:
         return block
 
 
+@dataclass(frozen=True)
+class StoredUpload:
+    """An uploaded file written to the blob store and probed, not yet a recording's."""
+
+    key: str
+    filename: str
+    content_type: str
+    size: int
+    media: MediaInfo
+
+
+def _track_count(files: int, tracks: int) -> InvalidInput:
+    return InvalidInput(
+        f"{files} files but {tracks} tracks: give one track per file", field="tracks"
+    )
+
+
 def _track(spec: Mapping[str, Any], key: str, duration: float) -> Track:
     participant = spec.get("participant_id")
     offset = spec.get("offset", 0.0)
@@ -188,49 +205,84 @@ class Service:
         """Store and probe one file, or one file per participant (``tracks``: for each
         file in order, ``participant_id`` and ``offset`` in seconds on the recording's
         timeline). Nothing is kept if any part is refused."""
-        rec_id = self._new_recording_id(tenant, recording_id)
+        self._new_recording_id(tenant, recording_id)  # a bad or taken id: before storing
         if tracks is not None and len(tracks) != len(uploads):
-            raise InvalidInput(
-                f"{len(uploads)} files but {len(tracks)} tracks: give one track per file",
-                field="tracks",
-            )
-        keys: list[str] = []
+            raise _track_count(len(uploads), len(tracks))
+        stored: list[StoredUpload] = []
         try:
-            stored = []
-            for source, _, _ in uploads:
-                key = new_key("media")
-                keys.append(key)
-                stored.append(self._store_upload(key, source))
-            media = stored[0][1]
+            for source, filename, content_type in uploads:
+                stored.append(
+                    self.store_upload(source, filename=filename, content_type=content_type)
+                )
+        except BaseException:
+            self.discard_uploads(stored)
+            raise
+        return self.create_recording_from_uploads(
+            tenant, stored, tracks=tracks, metadata=metadata, recording_id=recording_id
+        )
+
+    def store_upload(self, source: BinaryIO, *, filename: str, content_type: str) -> StoredUpload:
+        """Write one uploaded file to the blob store as it is read, and probe it. The
+        file belongs to no recording yet: ``create_recording_from_uploads`` makes one,
+        ``discard_uploads`` deletes it. Nothing is kept when it is refused."""
+        key = new_key("media")
+        try:
+            size, media = self._store_upload(key, source)
+        except BaseException:
+            self.blobs.delete(key)
+            raise
+        return StoredUpload(key, filename, content_type, size, media)
+
+    def discard_uploads(self, uploads: Sequence[StoredUpload]) -> None:
+        for upload in uploads:
+            self.blobs.delete(upload.key)
+
+    def create_recording_from_uploads(
+        self,
+        tenant: str,
+        uploads: Sequence[StoredUpload],
+        *,
+        tracks: Sequence[Mapping[str, Any]] | None,
+        metadata: Mapping[str, Any] | None = None,
+        recording_id: str | None = None,
+    ) -> Recording:
+        """The recording of files stored by ``store_upload`` (see
+        ``create_multitrack_recording``); when it is refused, the files are deleted."""
+        try:
+            if not uploads:
+                raise InvalidInput("the 'file' field with the recording is missing", field="file")
+            rec_id = self._new_recording_id(tenant, recording_id)
+            if tracks is not None and len(tracks) != len(uploads):
+                raise _track_count(len(uploads), len(tracks))
+            media = uploads[0].media
             made: tuple[Track, ...] = ()
             if tracks is not None:
                 made = tuple(
-                    _track(spec, key, m.duration)
-                    for spec, key, (_, m) in zip(tracks, keys, stored, strict=True)
+                    _track(spec, u.key, u.media.duration)
+                    for spec, u in zip(tracks, uploads, strict=True)
                 )
                 media = replace(
                     media,
                     format="multitrack",
                     duration=max(t.offset + t.duration for t in made),
-                    streams=tuple(st for _, m in stored for st in m.streams),
+                    streams=tuple(st for u in uploads for st in u.media.streams),
                 )
             self._admit(media, metadata)
             recording = Recording(
                 id=rec_id,
                 tenant=tenant,
                 created_at=utcnow(),
-                media_key=keys[0],
-                filename=uploads[0][1],
-                content_type=uploads[0][2],
-                size=sum(size for size, _ in stored),
+                media_key=uploads[0].key,
+                filename=uploads[0].filename,
+                content_type=uploads[0].content_type,
+                size=sum(u.size for u in uploads),
                 media=media,
                 metadata=dict(metadata or {}),
                 tracks=made,
             )
             self.store.add_recording(recording)
         except BaseException:
-            for key in keys:
-                self.blobs.delete(key)
+            self.discard_uploads(uploads)
             raise
         log.info("recording %s stored (%d bytes, %.1f s)", rec_id, recording.size, media.duration)
         return recording

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import mimetypes
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -11,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from postcall import formats
 from postcall.api.deps import Svc, Tenant, transcription_enabled
@@ -26,6 +24,7 @@ from postcall.api.schemas import (
     recording_view,
     transcription_view,
 )
+from postcall.api.uploads import receive_upload
 from postcall.domain import TranscriptionStatus
 from postcall.errors import InvalidInput
 
@@ -126,28 +125,28 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> Respon
             "an 'object_key'",
             field="file",
         )
-    form = await request.form(max_files=MAX_TRACKS, max_fields=16)
+    form = await receive_upload(request, svc, max_files=MAX_TRACKS, max_fields=16)
+    handed_over = False
     try:
-        uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-        if not uploads:
+        if not form.files:
             raise InvalidInput("the 'file' field with the recording is missing", field="file")
-        metadata = _json_field(form.get("metadata"), "metadata", dict) or {}
-        tracks = _json_field(form.get("tracks"), "tracks", list)
-        if tracks is None and len(uploads) > 1:
+        metadata = _json_field(form.fields.get("metadata"), "metadata", dict) or {}
+        tracks = _json_field(form.fields.get("tracks"), "tracks", list)
+        if tracks is None and len(form.files) > 1:
             raise InvalidInput(
                 "several files need a 'tracks' field: a JSON list with, for each file in "
                 'order, {"participant_id": …, "offset": seconds}',
                 field="tracks",
             )
-        rec_id = form.get("id")
-        if rec_id is not None and not isinstance(rec_id, str):
-            raise InvalidInput("id must be a string", field="id")
+        rec_id = form.fields.get("id")
 
         async def store() -> Response:
+            nonlocal handed_over
+            handed_over = True  # from here on, a refusal deletes the files itself
             recording = await run_in_threadpool(
-                svc.create_multitrack_recording,
+                svc.create_recording_from_uploads,
                 tenant,
-                [(u.file, u.filename or "recording", _content_type(u)) for u in uploads],
+                form.files,
                 tracks=tracks,
                 metadata=metadata,
                 recording_id=rec_id or None,
@@ -156,15 +155,8 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> Respon
 
         return await idempotent(request, tenant, store)
     finally:
-        await form.close()
-
-
-def _content_type(upload: UploadFile) -> str:
-    declared = upload.content_type or ""
-    if declared and declared != "application/octet-stream":
-        return declared
-    guessed, _ = mimetypes.guess_type(upload.filename or "")
-    return guessed or "application/octet-stream"
+        if not handed_over:  # refused, or an Idempotency-Key replay: keep nothing
+            await run_in_threadpool(svc.discard_uploads, form.files)
 
 
 def _json_field(raw: object, name: str, kind: type) -> Any:
