@@ -297,3 +297,24 @@ def test_a_stretch_before_the_cap_decodes_and_one_past_it_raises(tmp_path: Path)
     assert np.concatenate(list(audio.decode(path, start=50.0, max_s=100))).size == (
         40 * audio.SAMPLE_RATE
     )
+
+
+def test_whisper_compatible_app_refuses_by_decoded_length_and_format(
+    tmp_path: Path, secret: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from postcall.api.whisper import create_whisper_app
+    from tests.fakes import ScriptedEngine
+
+    engine = ScriptedEngine()
+    app = create_whisper_app(engine, model_name="m", max_upload_bytes=10**8, max_duration_s=60)
+    liar = hostile.lying_flac(tmp_path / "liar.flac", holds_s=220.0, claims_s=11.0)
+    playlist = hostile.hls_playlist(tmp_path / "call.m3u8", f"file://{secret}")
+    with TestClient(app) as client:
+        for path, code in ((liar, "duration_exceeded"), (playlist, "unsupported_media")):
+            r = client.post(
+                "/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}
+            )
+            assert (r.status_code, r.json()["error"]["code"]) == (400, code), r.text
+    assert engine.calls == 0
