@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from postcall import audio, formats, speakers, split
+from postcall import audio, decode_child, formats, speakers, split
 from postcall.blobs.base import BlobStore
 from postcall.domain import (
     Participant,
@@ -262,7 +262,8 @@ class Worker(UnitWork):
                 if self._stop.is_set() or heartbeat.lost:
                     raise Interrupted()
                 with self.blobs.local_file(source.media_key) as path:
-                    lengths[where] = audio.measure(
+                    # The first full decode of untrusted bytes: in a limited child.
+                    lengths[where] = decode_child.measure(
                         path,
                         stream_index=source.stream_index,
                         max_s=max(0.0, self.config.max_duration_s - source.offset),

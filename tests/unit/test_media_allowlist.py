@@ -318,3 +318,29 @@ def test_whisper_compatible_app_refuses_by_decoded_length_and_format(
             )
             assert (r.status_code, r.json()["error"]["code"]) == (400, code), r.text
     assert engine.calls == 0
+
+
+# --- the first full decode runs in a limited child ---------------------------------
+
+
+def test_the_limited_child_measures_as_the_process_does(tmp_path: Path, secret: Path) -> None:
+    from postcall import decode_child
+
+    liar = hostile.lying_flac(tmp_path / "liar.flac", holds_s=220.0, claims_s=11.0)
+    assert decode_child.measure(liar, max_s=300) == pytest.approx(audio.measure(liar))
+    with pytest.raises(errors.DurationExceeded, match="60 s"):
+        decode_child.measure(liar, max_s=60)
+    playlist = hostile.hls_playlist(tmp_path / "call.m3u8", f"file://{secret}")
+    with pytest.raises(errors.UnsupportedMedia, match="playlists"):
+        decode_child.measure(playlist, max_s=60)
+    with pytest.raises(errors.EmptyAudio):
+        decode_child.measure(hostile.wav_header_only(tmp_path / "h.wav"), max_s=60)
+
+
+def test_a_child_that_dies_costs_the_file_not_the_caller(tmp_path: Path, secret: Path) -> None:
+    from postcall import decode_child
+
+    # 64 MiB of address space: the child cannot even load FFmpeg, and dies.
+    with pytest.raises(errors.UnsupportedMedia, match="decoding the file failed"):
+        decode_child.measure(secret, max_s=60, memory_bytes=64 << 20)
+    assert decode_child.measure(secret, max_s=60) == pytest.approx(2.0, abs=0.1)
