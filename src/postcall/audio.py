@@ -13,6 +13,7 @@ Lengths are counted on decoded samples: a header may lie (``measure``, and the
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -380,11 +381,11 @@ def _open(path: str | os.PathLike[str]) -> InputContainer:
         container = av.open(
             name, mode="r", metadata_errors="ignore", container_options=dict(_OPEN_OPTIONS)
         )
-    except FileNotFoundError:
-        raise
     except av.error.FFmpegError as exc:
-        # PermissionError and IsADirectoryError are FFmpeg's too (EPERM, EISDIR): the
-        # concat demuxer says EPERM for an unsafe name. The stat above proved the file.
+        # A file we may not read is the deployment's problem, not bad media. (FFmpeg
+        # says EPERM, also a PermissionError, for a concat list's unsafe names.)
+        if isinstance(exc, FileNotFoundError) or exc.errno == errno.EACCES:
+            raise
         raise errors.UnsupportedMedia(_unreadable(path, exc)) from exc
     try:
         # Belt and braces: the allow-list was passed as an option this PyAV forwards.
