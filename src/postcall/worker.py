@@ -215,6 +215,8 @@ class Worker(UnitWork):
         # so that the limit, the plan and progress all go by the true length.
         sources = self._measured(sources_of(recording, job), heartbeat)
         duration = max(s.offset + s.duration for s in sources)
+        if recording.tracks and job.options.speakers is not SpeakerMode.SEPARATE_STREAMS:
+            duration = recording.media.duration  # the one source is the first file only
         units = self.store.list_units(job.id)
         if units or split.should_split(
             sources, split_min_s=self.config.split_min_s, unit_s=self.config.unit_s
