@@ -2,10 +2,18 @@
 
 Everything streams: ``decode`` yields fixed-size blocks and ``split_at_silences`` holds
 at most one chunk plus one block, so memory does not grow with the recording's length.
+
+Only the formats in ``ACCEPTED_FORMATS`` are opened, and only as the one file named:
+FFmpeg is given a demuxer allow-list (``format_whitelist``, checked after probing and
+before the demuxer reads its header, so a playlist or concat list never opens the
+files it names) and a protocol allow-list of ``file`` alone (no network, ever).
+Lengths are counted on decoded samples: a header may lie (``measure``, and the
+``max_s`` of ``decode``).
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -30,6 +38,48 @@ SAMPLE_RATE = 16000
 
 Audio = npt.NDArray[np.float32]
 
+ACCEPTED_FORMATS: tuple[str, ...] = (
+    "wav",  # also RF64 and BW64
+    "w64",
+    "flac",
+    "mp3",
+    "ogg",  # Opus, Vorbis, FLAC or Speex inside
+    "matroska",  # and WebM: meeting bots' recordings
+    "mov",  # and MP4, M4A, 3GP
+    "aac",  # ADTS
+    "amr",
+    "caf",  # Apple's Core Audio Format: iPhone recorders
+    "aiff",
+    "au",  # Sun/NeXT audio, common in telephony (mu-law)
+)
+"""FFmpeg demuxers postcall opens: audio containers and the containers of recorded
+calls and meetings. None of them opens another file or a network resource (playlists,
+concat lists, SDP, image sequences are all left out; MP4 external data references
+stay off, FFmpeg's default)."""
+
+MAX_CHANNELS = 32
+"""More channels than this in one stream is no call recording (and FFmpeg's resampler
+stops at 64): refused as unsupported media."""
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 2000, 384_000
+"""Sample rates outside these (Hz) are refused: telephony's 8 kHz to studio 384 kHz,
+with room; a WAV claiming 1 Hz or 2 GHz is a lie, not a recording."""
+
+MAX_AUDIO_STREAMS = 32
+"""More audio streams than this in one file is refused (each may become a track)."""
+
+DURATION_TOLERANCE_S = 1.0
+"""Decoded audio may run this much past a duration limit before it is refused: headers
+and decoders disagree by a few frames, and a limit must not refuse a recording that
+lasts exactly as long as allowed."""
+
+# format_whitelist: FFmpeg refuses any other demuxer right after probing, before the
+# demuxer runs, so nested opens (HLS segments, concat entries) never happen.
+# protocol_whitelist: the one local file; inherited by any nested open, so none of
+# the allowed demuxers can reach the network even through an option we missed.
+_ACCEPTED = "WAV, W64, FLAC, MP3, Ogg, WebM/Matroska, MP4/M4A/MOV, AAC, AMR, CAF, AIFF, AU"
+_OPEN_OPTIONS = {"format_whitelist": ",".join(ACCEPTED_FORMATS), "protocol_whitelist": "file"}
+
 _PROBE_DECODE_S = 1.0  # how much audio ``probe`` decodes to prove the stream is usable
 _HOP_S = 0.010  # candidate cut positions every 10 ms
 # Energy around a candidate is averaged over 250 ms: longer than the closure of a stop
@@ -44,14 +94,21 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     """Describe the media file at ``path`` and prove its first audio stream decodes.
 
     Raises ``UnsupportedMedia`` when the file cannot be read as media at all,
-    ``NoAudioStream`` when it can but has no audio stream (a silent video, an image),
+    ``NoAudioStream`` when it can but has no audio stream (a video without sound),
     and ``EmptyAudio`` when the audio stream yields no decodable audio or lasts 0 s.
     Reads the file as a stream; only when neither the container nor the stream states
     a duration (common in meeting-bot WebM) are all packets demuxed, without decoding.
     """
     with _open(path) as container:
         stream = _first_audio_stream(container)
+        if len(container.streams.audio) > MAX_AUDIO_STREAMS:
+            raise errors.UnsupportedMedia(
+                f"the file has {len(container.streams.audio)} audio streams; "
+                f"at most {MAX_AUDIO_STREAMS} are accepted"
+            )
         infos = tuple(_stream_info(s) for s in container.streams.audio)
+        for info in infos:
+            _check_stream(info.channels, info.sample_rate)
         duration = _seconds(container.duration, 1 / av.time_base) or infos[0].duration
         first_pts: int | None = None
         last_end = 0
@@ -80,6 +137,47 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         return MediaInfo(format=container.format.name, duration=duration, streams=infos)
 
 
+def measure(
+    path: str | os.PathLike[str],
+    *,
+    stream_index: int | None = None,
+    max_s: float | None = None,
+) -> float:
+    """How long the audio stream really lasts, in seconds: its decoded samples, counted.
+
+    Headers may lie (a FLAC's STREAMINFO, a WAV's ``fact`` chunk claim any length),
+    so whatever sizes work (limits, plans, progress) counts samples instead. Decodes
+    without resampling (an hour of audio in about a second) and stops as soon as the
+    count passes ``max_s`` plus ``DURATION_TOLERANCE_S``, raising ``DurationExceeded``:
+    a long file costs no more than the limit. Damage ends the count where decoding
+    stops, as it ends ``decode``'s audio; ``EmptyAudio`` when nothing decodes.
+    """
+    cap = None if max_s is None else max_s + DURATION_TOLERANCE_S
+    seconds = 0.0
+    with _open(path) as container:
+        stream = _first_audio_stream(container, stream_index)
+        _check_stream(stream.codec_context.channels, stream.codec_context.sample_rate)
+        fallback_rate = stream.codec_context.sample_rate or SAMPLE_RATE
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    seconds += frame.samples / (frame.sample_rate or fallback_rate)
+                    if cap is not None and seconds > cap:
+                        raise errors.DurationExceeded(_too_long(max_s or 0.0))
+        except av.error.FFmpegError as exc:
+            log.warning("audio decoding stopped early, counting what was decoded: %s", exc)
+    if seconds <= 0:
+        raise errors.EmptyAudio("the audio stream contains no decodable audio")
+    return seconds
+
+
+def _too_long(max_s: float) -> str:
+    return (
+        f"the recording's decoded audio lasts more than the limit of {max_s:.0f} s "
+        "(POSTCALL_MAX_DURATION_S)"
+    )
+
+
 def decode(
     path: str | os.PathLike[str],
     *,
@@ -88,6 +186,7 @@ def decode(
     block_s: float = 10.0,
     start: float = 0.0,
     end: float | None = None,
+    max_s: float | None = None,
 ) -> Iterator[Audio]:
     """Lazily yield the audio as float32 mono 16 kHz blocks of ``block_s`` seconds.
 
@@ -103,15 +202,25 @@ def decode(
     Damage in the middle of the file (truncated data) ends the audio after what was
     decoded, with a warning; ``EmptyAudio`` is raised when nothing decodes at all.
     Open errors are those of ``probe`` and surface on the first ``next()``.
+
+    ``max_s``: the audio may not run past this many seconds from the start of the
+    recording (plus ``DURATION_TOLERANCE_S``), whatever the header said; decoding
+    stops there with ``DurationExceeded``. A stretch ending sooner never raises.
     """
     if block_s <= 0:
         raise ValueError("block_s must be positive")
     block_n = max(1, round(block_s * SAMPLE_RATE))
     with _open(path) as container:
         stream = _first_audio_stream(container, stream_index)
+        _check_stream(stream.codec_context.channels, stream.codec_context.sample_rate)
         pending: list[Audio] = []
         pending_n = 0
         total = 0
+        cap = (
+            None
+            if max_s is None
+            else round((max_s + DURATION_TOLERANCE_S - max(start, 0.0)) * SAMPLE_RATE)
+        )
         if channel is not None and not 0 <= channel < (stream.codec_context.channels or 1):
             raise errors.InvalidInput(
                 f"channel {channel} does not exist: the stream has "
@@ -129,6 +238,8 @@ def decode(
                 piece = piece[: max(0, limit - total - pending_n)]
                 if not piece.size:
                     break
+            if cap is not None and total + pending_n + piece.size > cap:
+                raise errors.DurationExceeded(_too_long(max_s or 0.0))
             pending.append(piece)
             pending_n += piece.size
             if pending_n < block_n:
@@ -263,17 +374,42 @@ def _open(path: str | os.PathLike[str]) -> InputContainer:
     # A missing or unreadable path is the caller's bug, not bad media: let OSError out.
     if os.stat(path).st_size == 0:
         raise errors.UnsupportedMedia("the file is empty (0 bytes)")
+    # An absolute path: a relative name such as "http:x" or "concat:a|b" would be
+    # read by FFmpeg as a protocol (refused by the protocol allow-list, but say why).
+    name = os.path.abspath(os.fspath(path))
     try:
-        container = av.open(os.fspath(path), mode="r", metadata_errors="ignore")
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
+        container = av.open(
+            name, mode="r", metadata_errors="ignore", container_options=dict(_OPEN_OPTIONS)
+        )
     except av.error.FFmpegError as exc:
+        # A file we may not read is the deployment's problem, not bad media. (FFmpeg
+        # says EPERM, also a PermissionError, for a concat list's unsafe names.)
+        if isinstance(exc, FileNotFoundError) or exc.errno == errno.EACCES:
+            raise
         raise errors.UnsupportedMedia(_unreadable(path, exc)) from exc
-    # FFmpeg's "tty" demuxer renders any text file as ANSI-art video; that is not media.
-    if container.format.name == "tty":
+    try:
+        # Belt and braces: the allow-list was passed as an option this PyAV forwards.
+        if not set(container.format.name.split(",")) & set(ACCEPTED_FORMATS):
+            raise errors.UnsupportedMedia(
+                f"the file is {container.format.name}, not an accepted format ({_ACCEPTED})"
+            )
+    except BaseException:
         container.close()
-        raise errors.UnsupportedMedia("the file is text, not audio or video")
+        raise
     return container
+
+
+def _check_stream(channels: int, sample_rate: int) -> None:
+    """Refuse shapes no recorder produces, before a decoder or resampler sees them."""
+    if channels > MAX_CHANNELS:
+        raise errors.UnsupportedMedia(
+            f"the audio has {channels} channels; at most {MAX_CHANNELS} are accepted"
+        )
+    if sample_rate and not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise errors.UnsupportedMedia(
+            f"the audio's sample rate of {sample_rate} Hz is outside "
+            f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )
 
 
 def _unreadable(path: str | os.PathLike[str], exc: av.error.FFmpegError) -> str:
@@ -284,9 +420,10 @@ def _unreadable(path: str | os.PathLike[str], exc: av.error.FFmpegError) -> str:
         # MP4/MOV keep their index in a "moov" box, often at the end of the file.
         what = "an incomplete or damaged MP4/MOV file: its index (the moov box) is missing"
     elif b"\0" not in head and _is_text(head):
-        what = "a text file, not audio or video"
+        # Playlists (HLS), concat lists and SDP files are text: never followed.
+        what = "a text file, not audio or video (playlists and file lists are not opened)"
     else:
-        what = "not in an audio or video format that can be read, or it is damaged"
+        what = f"not in an accepted audio or video format ({_ACCEPTED}), or it is damaged"
     return f"the file is {what} (FFmpeg: {_reason(exc)})"
 
 

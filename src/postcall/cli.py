@@ -174,7 +174,10 @@ def whisper_server(
     engine = wiring.build_local_engine(settings)
     uvicorn.run(
         create_whisper_app(
-            engine, model_name=settings.whisper_model, max_upload_bytes=settings.max_upload_bytes
+            engine,
+            model_name=settings.whisper_model,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_duration_s=settings.max_duration_s,
         ),
         host=host,
         port=port,

@@ -85,6 +85,7 @@ def transcribe_media(
     done: Mapping[int, ChunkResult] | None = None,
     on_chunk: Callable[[ChunkResult, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_s: float | None = None,
 ) -> list[ChunkResult]:
     """Transcribe a media file chunk by chunk; return every chunk's result in order.
 
@@ -96,12 +97,20 @@ def transcribe_media(
     order, with the fraction of the recording covered so far. ``should_stop`` is
     polled between chunks; when it answers True the run stops with ``Interrupted``.
     ``concurrency`` > 1 keeps that many chunks in flight at once (for a remote engine
-    that serves requests in parallel); memory stays bounded by it.
+    that serves requests in parallel); memory stays bounded by it. ``max_s``: decoding
+    stops with ``DurationExceeded`` when the file's audio runs past it (``audio.decode``).
     """
     done = done or {}
     results: list[ChunkResult] = []
     chunks: Iterable[audio.Chunk] = audio.split_at_silences(
-        audio.decode(path, stream_index=stream_index, channel=channel, start=start, end=end),
+        audio.decode(
+            path,
+            stream_index=stream_index,
+            channel=channel,
+            start=start,
+            end=end,
+            max_s=max_s,
+        ),
         max_chunk_s=chunk_max_s,
         min_chunk_s=chunk_max_s / 3,
     )
@@ -187,9 +196,11 @@ def transcribe_sources(
     done: Mapping[int, ChunkResult] | None = None,
     on_chunk: Callable[[ChunkResult, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_s: float | None = None,
 ) -> list[ChunkResult]:
     """Transcribe each source on its own; segments come back on the recording's timeline,
-    labelled with their source's speaker. Progress spans all sources by duration."""
+    labelled with their source's speaker. Progress spans all sources by duration.
+    ``max_s`` limits the recording's timeline (a source's offset counts against it)."""
     done = done or {}
     total = sum(s.duration for s in sources) or 1.0
     results: list[ChunkResult] = []
@@ -218,6 +229,7 @@ def transcribe_sources(
                 done=mine,
                 on_chunk=relay,
                 should_stop=should_stop,
+                max_s=None if max_s is None else max(0.0, max_s - source.offset),
             )
         covered += source.duration
         results.extend(placed(replace(c, index=base + c.index), source) for c in chunks)

@@ -138,8 +138,12 @@ def transcribe_unit(
     chunk_max_s: float,
     concurrency: int = 1,
     should_stop: Callable[[], bool] | None = None,
+    max_s: float | None = None,
 ) -> ChunkResult:
-    """Transcribe one unit; its chunks' results joined into one, on the source's timeline."""
+    """Transcribe one unit; its chunks' results joined into one, on the source's timeline.
+
+    ``max_s`` limits the recording's timeline, as in ``transcribe_sources``: the last
+    unit (``end`` None) stops with ``DurationExceeded`` if the file grew past it."""
     chunks = transcribe_media(
         path,
         engine,
@@ -152,6 +156,7 @@ def transcribe_unit(
         start=spec.start,
         end=spec.end,
         should_stop=should_stop,
+        max_s=None if max_s is None else max(0.0, max_s - source.offset),
     )
     speech: dict[str, float] = {}
     for c in chunks:

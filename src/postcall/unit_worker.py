@@ -172,6 +172,7 @@ class UnitWork:
                     chunk_max_s=split.unit_chunk_s(config.chunk_max_s, config.unit_s),
                     concurrency=config.chunk_concurrency,
                     should_stop=lambda: self._stop.is_set() or heartbeat.lost,
+                    max_s=config.max_duration_s,
                 )
             ended = self.store.complete_unit(
                 job.id, unit.index, self.worker_id, result.to_json(), lease_s=config.lease_s

@@ -21,12 +21,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from postcall import audio, formats, speakers, split
+from postcall import audio, decode_child, formats, speakers, split
 from postcall.blobs.base import BlobStore
 from postcall.domain import (
     Participant,
@@ -44,7 +44,7 @@ from postcall.domain import (
 )
 from postcall.engines.base import Engine, EngineOptions, Loadable
 from postcall.errors import DurationExceeded, NotFound, PostcallError
-from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_sources
+from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
 from postcall.service import document_key
 from postcall.store.base import Store
 from postcall.store.units import (
@@ -211,7 +211,12 @@ class Worker(UnitWork):
                 f"the recording lasts {duration:.0f} s, more than the limit of "
                 f"{self.config.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
             )
-        sources = sources_of(recording, job)
+        # The header's duration may lie: count the samples (stopping past the limit),
+        # so that the limit, the plan and progress all go by the true length.
+        sources = self._measured(sources_of(recording, job), heartbeat)
+        duration = max(s.offset + s.duration for s in sources)
+        if recording.tracks and job.options.speakers is not SpeakerMode.SEPARATE_STREAMS:
+            duration = recording.media.duration  # the one source is the first file only
         units = self.store.list_units(job.id)
         if units or split.should_split(
             sources, split_min_s=self.config.split_min_s, unit_s=self.config.unit_s
@@ -219,7 +224,7 @@ class Worker(UnitWork):
             chunks = self._split(job, sources, units, heartbeat)
             if chunks is None:
                 return _PARKED
-            return self._finish(job, recording, chunks)
+            return self._finish(job, recording, chunks, duration)
         done = {i: ChunkResult.from_json(p) for i, p in self.store.load_chunks(job.id).items()}
         if done:
             log.info("job %s resumes with %d chunks already done", job.id, len(done))
@@ -245,14 +250,37 @@ class Worker(UnitWork):
             done=done,
             on_chunk=on_chunk,
             should_stop=lambda: self._stop.is_set() or heartbeat.lost,
+            max_s=self.config.max_duration_s,
         )
-        return self._finish(job, recording, chunks)
+        return self._finish(job, recording, chunks, duration)
+
+    def _measured(self, sources: list[Source], heartbeat: Heartbeat) -> list[Source]:
+        """``sources`` with their decoded lengths; ``DurationExceeded`` past the limit."""
+        lengths: dict[tuple[str, int | None], float] = {}
+        measured = []
+        for source in sources:
+            where = (source.media_key, source.stream_index)
+            if where not in lengths:
+                if self._stop.is_set() or heartbeat.lost:
+                    raise Interrupted()
+                with self.blobs.local_file(source.media_key) as path:
+                    # The first full decode of untrusted bytes: in a limited child.
+                    lengths[where] = decode_child.measure(
+                        path,
+                        stream_index=source.stream_index,
+                        max_s=max(0.0, self.config.max_duration_s - source.offset),
+                    )
+            measured.append(replace(source, duration=lengths[where]))
+        return measured
 
     def _finish(
-        self, job: Transcription, recording: Recording, chunks: list[ChunkResult]
+        self,
+        job: Transcription,
+        recording: Recording,
+        chunks: list[ChunkResult],
+        duration: float,
     ) -> TranscriptionResult:
         """Assemble the transcript from every chunk's result and keep its document."""
-        duration = recording.media.duration
         participants = participants_from_metadata(recording.metadata)
         document = assemble(
             chunks,
@@ -299,7 +327,7 @@ class Worker(UnitWork):
         from postcall import diarize
 
         with self.blobs.local_file(recording.media_key) as path:
-            mono = np.concatenate(list(audio.decode(path)))
+            mono = np.concatenate(list(audio.decode(path, max_s=self.config.max_duration_s)))
         found = diarize.diarize(
             mono,
             num_speakers=job.options.num_speakers,

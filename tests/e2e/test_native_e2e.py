@@ -191,7 +191,7 @@ def test_bad_input_gets_clear_errors_and_good_work_goes_on(
 
     expected = {
         text: (415, "unsupported_media"),
-        png: (422, "no_audio_stream"),
+        png: (415, "unsupported_media"),  # an image: no accepted format
         empty: (400, "empty_file"),
         video: (422, "no_audio_stream"),
         truncated: (415, "unsupported_media"),

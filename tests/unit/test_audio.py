@@ -225,10 +225,11 @@ def test_video_without_audio_is_no_audio_stream(tmp_path: Path) -> None:
         next(decode(path))
 
 
-def test_png_renamed_mp3_is_no_audio_stream(tmp_path: Path) -> None:
+def test_png_renamed_mp3_is_not_opened(tmp_path: Path) -> None:
+    # An image is no accepted format: refused before any demuxer reads it.
     path = tmp_path / "image.mp3"
     path.write_bytes(png_bytes())
-    with pytest.raises(errors.NoAudioStream):
+    with pytest.raises(errors.UnsupportedMedia, match="not in an accepted"):
         probe(path)
 
 

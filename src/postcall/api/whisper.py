@@ -111,12 +111,19 @@ class _Warmup:
             self.ready.set()
 
 
-def create_whisper_app(engine: Engine, *, model_name: str, max_upload_bytes: int) -> FastAPI:
+def create_whisper_app(
+    engine: Engine,
+    *,
+    model_name: str,
+    max_upload_bytes: int,
+    max_duration_s: float = 4 * 3600.0,
+) -> FastAPI:
     """An OpenAI-compatible transcription service over ``engine``.
 
     ``model_name`` is what ``GET /v1/models`` lists (a directory is listed by its last
     part); the ``model`` a request names is echoed in the ``x-model`` header, not used.
-    Uploads over ``max_upload_bytes`` are refused with 413.
+    Uploads over ``max_upload_bytes`` are refused with 413; audio that decodes to more
+    than ``max_duration_s`` (whatever its header says) with 400 ``duration_exceeded``.
     """
     warmup = _Warmup(engine)
     inference = threading.Lock()  # one inference at a time per process
@@ -192,7 +199,9 @@ def create_whisper_app(engine: Engine, *, model_name: str, max_upload_bytes: int
                 )
             params = _Params(form)
             started = time.monotonic()
-            samples = await run_in_threadpool(_decode_upload, upload.file, upload.filename)
+            samples = await run_in_threadpool(
+                _decode_upload, upload.file, upload.filename, max_duration_s
+            )
         finally:
             await form.close()
         if warmup.error is not None:
@@ -274,8 +283,9 @@ def _text(form: FormData, key: str) -> str | None:
     return value.strip() or None
 
 
-def _decode_upload(file: IO[bytes], filename: str | None) -> audio.Audio:
-    """Copy the upload to a named temporary file (PyAV wants a path) and decode it."""
+def _decode_upload(file: IO[bytes], filename: str | None, max_s: float) -> audio.Audio:
+    """Copy the upload to a named temporary file (PyAV wants a path) and decode it
+    (all of it in memory, hence the limit on decoded seconds)."""
     suffix = Path(filename or "").suffix
     suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
     handle, path = tempfile.mkstemp(prefix="postcall-whisper-", suffix=suffix)
@@ -283,7 +293,7 @@ def _decode_upload(file: IO[bytes], filename: str | None) -> audio.Audio:
         with os.fdopen(handle, "wb") as out:
             file.seek(0)
             shutil.copyfileobj(file, out, _COPY_BLOCK)
-        blocks = list(audio.decode(path, block_s=30.0))
+        blocks = list(audio.decode(path, block_s=30.0, max_s=max_s))
     finally:
         os.unlink(path)
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
