@@ -35,6 +35,8 @@ from postcall.errors import (
     NotFound,
     PayloadTooLarge,
     PostcallError,
+    StoreUnavailable,
+    Unavailable,
 )
 from postcall.languages import normalize_language
 from postcall.speakers import resolve_mode
@@ -65,6 +67,13 @@ def rendering_key(transcription_id: str, fmt: str) -> str:
 
 RENDERED_FORMATS = ("recall",)
 """Renderings that may be kept beside a document (deleted with it)."""
+
+
+def _document_keys(transcription_id: str) -> list[str]:
+    """Every file a transcription may have: its document and its renderings."""
+    return [document_key(transcription_id)] + [
+        rendering_key(transcription_id, fmt) for fmt in RENDERED_FORMATS
+    ]
 
 
 @dataclass(frozen=True)
@@ -227,10 +236,9 @@ class Service:
                 metadata=dict(metadata or {}),
                 tracks=made,
             )
-            self.store.add_recording(recording)
+            self._add_recording(recording)
         except BaseException:
-            for key in keys:
-                self.blobs.delete(key)
+            self._discard(keys)
             raise
         log.info("recording %s stored (%d bytes, %.1f s)", rec_id, recording.size, media.duration)
         return recording
@@ -275,8 +283,37 @@ class Service:
             media=media,
             metadata=dict(metadata or {}),
         )
-        self.store.add_recording(recording)
+        self._add_recording(recording)
         return recording
+
+    def _add_recording(self, recording: Recording) -> None:
+        """Keep the recording, written after its media: the store never holds a recording
+        whose media is missing, and a recording the client is told of is stored.
+
+        A store that fails mid-write may or may not have kept it; it is asked once more,
+        so that the answer (201, or 503 with the media removed) says what happened.
+        """
+        try:
+            self.store.add_recording(recording)
+        except StoreUnavailable:
+            if not self._holds(lambda: self.store.get_recording(recording.tenant, recording.id)):
+                raise
+
+    @staticmethod
+    def _holds(read: Callable[[], Recording | Transcription]) -> bool:
+        try:
+            read()
+        except (NotFound, Unavailable):
+            return False
+        return True
+
+    def _discard(self, keys: Sequence[str]) -> None:
+        """Remove media of a refused upload; one that cannot be removed is logged."""
+        for key in keys:
+            try:
+                self.blobs.delete(key)
+            except Exception as exc:
+                log.warning("could not remove %s of a refused upload (left behind): %s", key, exc)
 
     def _new_recording_id(self, tenant: str, recording_id: str | None) -> str:
         if recording_id is None:
@@ -313,17 +350,24 @@ class Service:
         return self.store.list_recordings(tenant, limit=limit, cursor=cursor)
 
     def delete_recording(self, tenant: str, recording_id: str) -> None:
-        """Delete a recording, its transcriptions and every stored file of theirs."""
-        recording, transcriptions = self.store.delete_recording(tenant, recording_id)
-        if is_generated(recording.media_key):  # registered objects belong to the client
-            self.blobs.delete(recording.media_key)
-        for t in transcriptions:
-            self._delete_documents(t.id)
+        """Delete a recording, its transcriptions and every stored file of theirs.
 
-    def _delete_documents(self, transcription_id: str) -> None:
-        self.blobs.delete(document_key(transcription_id))
-        for fmt in RENDERED_FORMATS:
-            self.blobs.delete(rendering_key(transcription_id, fmt))
+        The blob store is asked first, so that while it does not answer the request
+        fails (503) with nothing deleted, rather than leaving files no record names.
+        """
+        self.blobs.exists(self.store.get_recording(tenant, recording_id).media_key)
+        recording, transcriptions = self.store.delete_recording(tenant, recording_id)
+        keys = [recording.media_key] if is_generated(recording.media_key) else []
+        # (registered objects belong to the client and are left in place)
+        self._delete_files([*keys, *(k for t in transcriptions for k in _document_keys(t.id))])
+
+    def _delete_files(self, keys: Sequence[str]) -> None:
+        """Delete files whose records are gone; one the blob store fails on is logged."""
+        for key in keys:
+            try:
+                self.blobs.delete(key)
+            except Unavailable as exc:
+                log.warning("could not delete %s (left behind): %s", key, exc)
 
     # --- transcriptions -----------------------------------------------------------
     def request_transcription(
@@ -393,7 +437,11 @@ class Service:
             updated_at=now,
             metadata=dict(metadata or {}),
         )
-        self.store.add_transcription(transcription, limit=self.max_transcripts_per_recording)
+        try:
+            self.store.add_transcription(transcription, limit=self.max_transcripts_per_recording)
+        except StoreUnavailable:  # kept or not? asked once more (see _add_recording)
+            if not self._holds(lambda: self.store.get_transcription(tenant, transcription.id)):
+                raise
         if self._on_enqueue is not None:
             self._on_enqueue()
         return transcription
@@ -411,8 +459,11 @@ class Service:
         )
 
     def delete_transcription(self, tenant: str, transcription_id: str) -> None:
+        transcription = self.store.get_transcription(tenant, transcription_id)
+        if transcription.result is not None:  # the blob store must answer (see above)
+            self.blobs.exists(transcription.result.document_key)
         self.store.delete_transcription(tenant, transcription_id)
-        self._delete_documents(transcription_id)
+        self._delete_files(_document_keys(transcription_id))
 
     def get_document(self, tenant: str, transcription_id: str) -> TranscriptDocument:
         """The finished transcript; ``Conflict`` (code ``not_ready``) before it exists."""

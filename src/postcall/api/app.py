@@ -28,6 +28,7 @@ from postcall.errors import (
     PayloadTooLarge,
     PostcallError,
     Unauthorized,
+    Unavailable,
     Unsupported,
     UnsupportedMedia,
 )
@@ -50,7 +51,11 @@ HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
     (UnsupportedMedia, 415),
     (DurationExceeded, 422),
     (MediaError, 422),
+    (Unavailable, 503),
 )
+
+RETRY_AFTER_S = 5
+"""What a 503 for a backend outage tells clients to wait before retrying (s)."""
 
 QUEUE_DEPTH = Gauge("postcall_queue_depth", "Transcriptions waiting for a worker")
 
@@ -69,7 +74,11 @@ def error_response(exc: PostcallError) -> JSONResponse:
         body["field"] = field
     if exc.retryable:
         body["retryable"] = True
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse({"error": body}, status_code=status_for(exc), headers=headers)
 
 
@@ -91,7 +100,10 @@ def create_app(components: Components) -> FastAPI:
 
     @app.exception_handler(PostcallError)
     async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:
-        if status_for(exc) >= 500:
+        if isinstance(exc, Unavailable):
+            # Expected while a backend is down: one line per request, no traceback.
+            log.warning("%s %s: 503 %s", request.method, request.url.path, exc)
+        elif status_for(exc) >= 500:
             log.exception("request failed", exc_info=exc)
         return error_response(exc)
 

@@ -44,7 +44,7 @@ router = APIRouter(
     prefix="/api/v1",
     tags=["Recall-compatible"],
     dependencies=[Depends(transcription_enabled)],
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 404, 422, 503),
 )
 
 

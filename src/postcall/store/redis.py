@@ -31,17 +31,27 @@ the scripts as exact ``repr`` strings.
 
 Scripts touch keys they compute from hash contents, so this backend needs a single
 Redis (or a replicated primary), not Redis Cluster.
+
+Outages: a Redis that does not answer (stopped, restarting, still loading its data,
+a read-only replica after a failover) surfaces as ``StoreUnavailable`` from every
+public method (``_outages``); a client made from a URL gives up on a dead server
+within about a second (a short reconnecting retry, then the error) so that requests
+answer 503 at once rather than hang.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from postcall.domain import (
     Recording,
@@ -50,7 +60,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
-from postcall.errors import Conflict, LimitReached, NotFound, WorkerLost
+from postcall.errors import Conflict, LimitReached, NotFound, StoreUnavailable, WorkerLost
 from postcall.store import redis_lua as lua
 from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import (
@@ -70,6 +80,57 @@ from postcall.store.redis_webhooks import RedisWebhooks
 
 _GROUP = "workers"
 
+#: Errors that mean "Redis does not answer now", not "the request is wrong".
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,  # refused, reset, LOADING (BusyLoadingError), auth, too many
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica that was the primary before a failover
+)
+CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 10.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OUTAGE_ERRORS as exc:
+            raise StoreUnavailable(f"the store (Redis) does not answer: {exc}") from exc
+
+    return call
+
+
+def _outages(cls: C) -> C:
+    """Make every public method of ``cls`` (its mixins' too) raise ``StoreUnavailable``
+    instead of redis-py's connection errors."""
+    names = {
+        name
+        for klass in cls.__mro__
+        for name, attr in vars(klass).items()
+        if not name.startswith("_") and name != "close" and inspect.isfunction(attr)
+    }
+    for name in names:
+        setattr(cls, name, _translated(getattr(cls, name)))
+    return cls
+
+
+def _client(url: str) -> redis.Redis:
+    """A client that reconnects through a blip (a few tries over about a second) and
+    then reports the outage, instead of redis-py's default ten tries."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        health_check_interval=30,
+    )
+
 
 # Shared by every script. Pointers are dropped with pcall: a lost stream or group must
 # never stop a job from being completed, failed or deleted.
@@ -87,6 +148,7 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
+@_outages
 class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
     """The ``Store`` port on Redis (see the module docstring for the layout; chunk
     units: ``RedisUnitsMixin``)."""
@@ -99,7 +161,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
         namespace: str = "postcall",
     ) -> None:
         if isinstance(client_or_url, str):
-            self._client = redis.Redis.from_url(client_or_url, decode_responses=True)
+            self._client = _client(client_or_url)
             self._owns_client = True
         else:
             if not client_or_url.get_connection_kwargs().get("decode_responses"):
