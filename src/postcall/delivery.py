@@ -6,6 +6,10 @@ claimed under a lease longer than the request timeout; a dispatcher that dies
 mid-delivery leaves it to be claimed again when the lease ends, and an attempt whose
 lease was taken over is not logged twice (``finish_attempt`` is fenced). Every attempt
 is logged with its outcome, status code and latency.
+
+While the store does not answer, each dispatcher thread backs off (logging the outage
+once) and resumes when it answers; an attempt already sent is logged once the store
+answers again (``until_available``), so it is neither lost nor sent twice.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import httpx
 from prometheus_client import Counter
 
 from postcall.domain import new_id, utcnow
-from postcall.errors import NotFound, UrlNotAllowed
+from postcall.errors import NotFound, Unavailable, UrlNotAllowed
+from postcall.outages import Outage, until_available
 from postcall.outbound import OutboundPolicy, guarded_client
 from postcall.store.base import Store
 from postcall.webhooks import (
@@ -80,6 +85,7 @@ class Dispatcher:
         self._client = guarded_client(policy, timeout_s=self.config.timeout_s)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.outage = Outage(f"webhook dispatcher {self.owner}", log)
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -103,9 +109,13 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 busy = self.run_once()
+            except Unavailable as exc:
+                self._stop.wait(self.outage.failed(exc))
+                continue
             except Exception:  # a store hiccup must not end the dispatcher
                 log.exception("webhook dispatch failed")
                 busy = False
+            self.outage.recovered()
             if not busy:
                 self._stop.wait(self.config.poll_s)
 
@@ -237,7 +247,12 @@ class Dispatcher:
         )
         label = "succeeded" if succeeded else ("retrying" if retry_at else "failed")
         ATTEMPTS.labels(label).inc()
-        if not self.store.finish_attempt(delivery.id, self.owner, attempt, retry_at=retry_at):
+        finished = until_available(
+            lambda: self.store.finish_attempt(delivery.id, self.owner, attempt, retry_at=retry_at),
+            self.outage,
+            self._stop,
+        )
+        if not finished:
             log.warning("webhook delivery %s: lease lost; the attempt is not logged", delivery.id)
         elif not succeeded:
             log.info(
