@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from postcall.errors import Unavailable
+from postcall.errors import StoreUnavailable, Unavailable
 
 T = TypeVar("T")
 
@@ -41,6 +41,7 @@ class Outage:
         self._max_s = max(max_s, first_s)
         self._lock = threading.Lock()
         self._since: float | None = None
+        self._kind: type[Unavailable] = Unavailable
         self._next_s = first_s
 
     @property
@@ -53,18 +54,20 @@ class Outage:
         with self._lock:
             if self._since is None:
                 self._since = time.monotonic()
+                self._kind = type(exc)
                 self._next_s = self._first_s
                 self._log.warning("%s: %s; waiting for it to come back", self.who, exc.message)
             wait = self._next_s
             self._next_s = min(self._next_s * 2, self._max_s)
             return wait
 
-    def recovered(self) -> None:
-        """Note a try that reached the backends again (logs the outage's end once)."""
+    def recovered(self, proven: type[Unavailable] = Unavailable) -> None:
+        """Note a try that worked (logs the outage's end once). ``proven`` says which
+        backends it reached: a store call ends a store outage, not a blob store one."""
         if self._since is None:
             return
         with self._lock:
-            if self._since is None:
+            if self._since is None or not issubclass(self._kind, proven):
                 return
             lasted = time.monotonic() - self._since
             self._since = None
@@ -73,14 +76,18 @@ class Outage:
 
 
 def until_available(
-    call: Callable[[], T], outage: Outage, stop: threading.Event, *, ends_outage: bool = True
+    call: Callable[[], T],
+    outage: Outage,
+    stop: threading.Event,
+    *,
+    proves: type[Unavailable] = StoreUnavailable,
 ) -> T:
     """``call()``, repeated with backoff while it raises ``Unavailable``.
 
     Gives up (re-raising the last ``Unavailable``) only when ``stop`` is set: what the
     caller holds is then left to its lease, and taken over by another process after it.
-    ``ends_outage=False``: a success does not end the outage (the call reached the store,
-    but what failed may have been the blob store).
+    A success ends an outage of the backends ``proves`` names (a store write's, unless
+    told otherwise).
     """
     while True:
         try:
@@ -89,6 +96,5 @@ def until_available(
             if stop.wait(outage.failed(exc)):
                 raise
             continue
-        if ends_outage:
-            outage.recovered()
+        outage.recovered(proves)
         return value

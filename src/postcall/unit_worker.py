@@ -128,7 +128,7 @@ class UnitWork:
         """Release ``what`` once the store answers (a release is not an attempt); when
         stopped first, its lease runs out and another worker takes it then."""
         try:
-            if until_available(release, self.outage, self._stop, ends_outage=False):
+            if self._durable(release):
                 log.info("%s released (a backend did not answer)", what)
         except Unavailable:
             log.warning("%s stays claimed until its lease ends (the store does not answer)", what)

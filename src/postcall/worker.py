@@ -49,7 +49,13 @@ from postcall.domain import (
     timeline_from_metadata,
 )
 from postcall.engines.base import Engine, EngineOptions, Loadable
-from postcall.errors import DurationExceeded, NotFound, PostcallError, Unavailable
+from postcall.errors import (
+    DurationExceeded,
+    NotFound,
+    PostcallError,
+    StoreUnavailable,
+    Unavailable,
+)
 from postcall.outages import Outage
 from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_sources
 from postcall.service import document_key
@@ -130,7 +136,8 @@ class Worker(UnitWork):
             except Unavailable as exc:
                 self._stop.wait(self.outage.failed(exc))  # a new job does not end an outage
                 continue
-            self.outage.recovered()
+            # A claim that found nothing proves the store answers; a job run, every backend.
+            self.outage.recovered(Unavailable if ran else StoreUnavailable)
             if ran:
                 done += 1
                 continue
