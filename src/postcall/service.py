@@ -9,6 +9,7 @@ import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from postcall import audio, formats
@@ -39,6 +40,7 @@ from postcall.errors import (
     Unavailable,
 )
 from postcall.languages import normalize_language
+from postcall.retention import Retention
 from postcall.speakers import resolve_mode
 from postcall.store.base import Page, Store
 
@@ -157,13 +159,15 @@ class Service:
         default_language: str | None = "en",
         on_enqueue: Callable[[], None] | None = None,
         max_transcripts_per_recording: int | None = 10,
+        retention: Retention | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
+        self.retention = retention or Retention()
         self.limits = limits or Limits()
         self.default_language = default_language
         self.max_transcripts_per_recording = max_transcripts_per_recording
-        self._on_enqueue = on_enqueue
+        self.on_enqueue = on_enqueue
 
     # --- recordings ---------------------------------------------------------------
     def create_recording(
@@ -346,6 +350,35 @@ class Service:
     def get_recording(self, tenant: str, recording_id: str) -> Recording:
         return self.store.get_recording(tenant, recording_id)
 
+    def expires_at(self, recording: Recording) -> datetime | None:
+        """When the retention sweeper deletes this recording and its transcriptions."""
+        return self.retention.expires_at(recording.created_at)
+
+    def release_media_if_done(self, tenant: str, recording_id: str) -> bool:
+        """Delete the recording's media when none of its transcriptions waits or runs
+        (``POSTCALL_DELETE_MEDIA_AFTER_TRANSCRIPTION``); True when it was deleted.
+
+        Registered objects belong to the client and are left in place.
+        """
+        recording = self.store.get_recording(tenant, recording_id)
+        cursor: str | None = None
+        while True:
+            page = self.store.list_transcriptions(
+                tenant, recording_id=recording_id, limit=100, cursor=cursor
+            )
+            if any(not t.status.terminal for t in page.items):
+                return False
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        keys = {recording.media_key, *(t.media_key for t in recording.tracks)}
+        owned = sorted(k for k in keys if is_generated(k))
+        for key in owned:
+            self.blobs.delete(key)
+        if owned:
+            log.info("recording %s: media deleted after its transcription", recording_id)
+        return bool(owned)
+
     def list_recordings(self, tenant: str, *, limit: int, cursor: str | None) -> Page[Recording]:
         return self.store.list_recordings(tenant, limit=limit, cursor=cursor)
 
@@ -411,6 +444,15 @@ class Service:
                 field="speakers",
             )
         recording = self.store.get_recording(tenant, recording_id)
+        if self.retention.delete_media_after_transcription and not self.blobs.exists(
+            recording.media_key
+        ):
+            raise Conflict(
+                f"the media of recording {recording_id!r} was deleted after its "
+                "transcription (POSTCALL_DELETE_MEDIA_AFTER_TRANSCRIPTION); upload it again "
+                "to transcribe it again",
+                code="media_deleted",
+            )
         mode = resolve_mode(
             speakers,
             has_tracks=bool(recording_tracks(recording)),
@@ -442,8 +484,8 @@ class Service:
         except StoreUnavailable:  # kept or not? asked once more (see _add_recording)
             if not self._holds(lambda: self.store.get_transcription(tenant, transcription.id)):
                 raise
-        if self._on_enqueue is not None:
-            self._on_enqueue()
+        if self.on_enqueue is not None:
+            self.on_enqueue()
         return transcription
 
     def get_transcription(self, tenant: str, transcription_id: str) -> Transcription:

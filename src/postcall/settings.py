@@ -150,6 +150,27 @@ class Settings(BaseSettings):
         24 * 3600.0, gt=0, description="How long an Idempotency-Key's response is kept (s)."
     )
 
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Recordings, with their transcriptions and every file of theirs, are "
+        "deleted this many days after the recording was made; unset = kept until deleted.",
+    )
+    delete_media_after_transcription: bool = Field(
+        False,
+        description="Delete a recording's media as soon as none of its transcriptions "
+        "waits or runs; the transcripts are kept.",
+    )
+    webhook_retention_days: float | None = Field(
+        30.0,
+        gt=0,
+        description="Webhook events, their deliveries and attempt logs are deleted this many "
+        "days after the event, once nothing is left to deliver.",
+    )
+    sweep_every_s: float = Field(
+        300.0, gt=0, description="How often each worker process runs the retention sweep (s)."
+    )
+
     split_min_s: float = Field(
         600.0,
         description="Recordings with more audio than this (s) are split into units that "

@@ -58,6 +58,7 @@ from postcall.errors import (
 )
 from postcall.outages import Outage
 from postcall.pipeline import ChunkResult, Interrupted, assemble, transcribe_sources
+from postcall.retention import Sweeper
 from postcall.service import document_key
 from postcall.store.base import Store
 from postcall.store.units import (
@@ -114,6 +115,8 @@ class Worker(UnitWork):
         self.current: Transcription | None = None
         self.current_unit: UnitClaim | None = None
         self.on_publish: Callable[[], None] | None = None  # wakes idle peers (a pool)
+        self.after_job: Callable[[Transcription], None] | None = None  # once it has ended
+        self.sweeper: Sweeper | None = None  # retention, run when idle
         self._last_reconcile = time.monotonic()
         self.outage = Outage(f"worker {self.worker_id}", log)
 
@@ -144,6 +147,8 @@ class Worker(UnitWork):
             if burst:
                 break
             self._maybe_reconcile()
+            if self.sweeper is not None:
+                self.sweeper.maybe_sweep()
             self._wake.wait(self.config.poll_s)
             self._wake.clear()
         return done
@@ -229,6 +234,11 @@ class Worker(UnitWork):
         if outcome in ("completed", "failed"):
             JOB_SECONDS.observe(time.monotonic() - started)
         log.info("job %s %s in %.1f s", job.id, outcome, time.monotonic() - started)
+        if outcome in ("completed", "failed") and self.after_job is not None:
+            try:
+                self.after_job(job)
+            except Exception:  # the job is done; what follows it must not stop the worker
+                log.exception("job %s: what follows its end failed", job.id)
         if outage is not None:
             raise outage  # the run loop backs off before claiming again
 
@@ -364,10 +374,14 @@ class WorkerPool:
         config: WorkerConfig,
         *,
         concurrency: int = 1,
+        after_job: Callable[[Transcription], None] | None = None,
+        sweeper: Sweeper | None = None,
     ) -> None:
         self.workers = [Worker(store, blobs, engine, config) for _ in range(max(1, concurrency))]
         for w in self.workers:
             w.on_publish = self.notify
+            w.after_job = after_job
+            w.sweeper = sweeper
         self._threads: list[threading.Thread] = []
         self._store = store
 

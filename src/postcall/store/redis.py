@@ -139,6 +139,10 @@ def _esc(part: str) -> str:
     return part.replace("%", "%25").replace(":", "%3A")
 
 
+def _unesc(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%")
+
+
 def _num(value: float) -> str:
     """A float as the exact decimal Redis (and ``float()``) reads back."""
     return repr(float(value))
@@ -183,6 +187,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
         self._heartbeat = reg(lua.LIB + lua.HEARTBEAT)
         self._finish = reg(lua.LIB + whlua.EMIT + lua.FINISH)
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
+        self._prune_event = reg(whlua.PRUNE_EVENT)
         self._init_webhooks()
         self._init_idempotency()
         self._init_units()
@@ -415,6 +420,40 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
     def load_chunks(self, transcription_id: str) -> dict[int, str]:
         raw = cast(dict[str, str], self._client.hgetall(self._chunks(transcription_id)))
         return {int(k): v for k, v in raw.items()}
+
+    # --- retention -------------------------------------------------------------------
+    def expired_recordings(self, created_before: float, limit: int) -> list[tuple[str, str]]:
+        # Found by scanning the tenants' listing indexes: sweeps are rare, and so no
+        # index of its own has to be kept (or built for recordings made before it).
+        prefix = f"{self._ns}:recs:"
+        found: list[tuple[float, str, str]] = []
+        for key in self._client.scan_iter(match=prefix + "*", count=500):
+            tenant = _unesc(str(key)[len(prefix) :])
+            rows = cast(
+                list[tuple[str, float]],
+                self._client.zrangebyscore(
+                    key, "-inf", f"({_num(created_before)}", 0, limit, withscores=True
+                ),
+            )
+            found += [(score, tenant, rec_id) for rec_id, score in rows]
+        return [(tenant, rec_id) for _, tenant, rec_id in sorted(found)[:limit]]
+
+    def prune_webhooks(self, created_before: float, limit: int) -> int:
+        pruned = 0
+        for key in self._client.scan_iter(match=self._wh("evt", "*"), count=500):
+            if pruned >= limit:
+                break
+            event_id = str(key).rsplit(":", 1)[-1]
+            keys = [key, self._wh_pending, self._wh("evdl", event_id), self._wh("due")]
+            args = [
+                _num(created_before),
+                event_id,
+                self._wh("dl", ""),
+                self._wh("log", ""),
+                self._wh("epdl", ""),
+            ]
+            pruned += int(self._prune_event(keys, args))
+        return pruned
 
     # --- API keys --------------------------------------------------------------------
     def add_api_key(self, key_hash: str, *, name: str, tenant: str) -> None:
