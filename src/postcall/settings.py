@@ -138,8 +138,9 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="Key that signs download links served by postcall (local blob folder); "
-        "default: one generated once and kept in the store, shared by every API process.",
+        description="Key that signs download links served by postcall (local blob folder) "
+        "and, when set, seals webhook signing secrets in the store (AES-GCM); default for "
+        "links: one generated once and kept in the store, shared by every API process.",
     )
     public_url: str | None = Field(
         None,

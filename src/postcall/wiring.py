@@ -12,6 +12,7 @@ from postcall.domain import Transcription
 from postcall.engines.base import Engine
 from postcall.outbound import OutboundPolicy, parse_networks
 from postcall.retention import Retention, Sweeper
+from postcall.sealing import SecretBox
 from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
@@ -22,16 +23,24 @@ from postcall.worker import WorkerConfig, WorkerPool
 
 
 def build_store(settings: Settings) -> Store:
+    """The store; with POSTCALL_SECRET_KEY set, it keeps webhook secrets sealed."""
     url = settings.resolved_store_url
+    store: Store
     if url.startswith("sqlite:///"):
         from postcall.store.sqlite import SqliteStore
 
-        return SqliteStore.from_url(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+        store = SqliteStore.from_url(url)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
         from postcall.store.redis import RedisStore
 
-        return RedisStore.from_url(url)
-    raise ValueError(f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://")
+        store = RedisStore.from_url(url)
+    else:
+        raise ValueError(
+            f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://"
+        )
+    if settings.secret_key is not None:
+        store.seal_secrets_with(SecretBox(settings.secret_key.get_secret_value()))
+    return store
 
 
 def build_blobs(settings: Settings) -> BlobStore:

@@ -1,5 +1,6 @@
 """Retention through the API in-process (real SQLite store and local blobs, a scripted
-engine): ``expires_at`` on Recall objects, media deleted after transcription."""
+engine): ``expires_at`` on Recall objects, media deleted after transcription, webhook
+secrets sealed with POSTCALL_SECRET_KEY."""
 
 from __future__ import annotations
 
@@ -69,3 +70,23 @@ def test_retention_settings_are_checked() -> None:
         Settings(retention_days=0)
     with pytest.raises(ValueError):
         Settings(webhook_retention_days=-1)
+
+
+def test_with_a_secret_key_webhook_secrets_are_stored_sealed(data_dir: Path) -> None:
+    client, comps = make_client(
+        data_dir, secret_key="the-operators-key", allowed_networks="127.0.0.0/8"
+    )
+    try:
+        r = client.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hook"})
+        assert r.status_code == 201, r.text
+        made = r.json()
+        rotated = client.post(f"/v1/webhooks/endpoints/{made['id']}/rotate_secret").json()
+        endpoint = comps.store.get_endpoint("default", made["id"])
+        assert endpoint.secret == rotated["secret"]  # the dispatcher signs with it
+        assert endpoint.previous_secret == made["secret"]
+        files = [data_dir / "postcall.db", data_dir / "postcall.db-wal"]
+        raw = b"".join(f.read_bytes() for f in files if f.exists())
+        for secret in (made["secret"], rotated["secret"]):
+            assert secret.encode() not in raw
+    finally:
+        comps.store.close()
