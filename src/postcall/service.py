@@ -211,9 +211,7 @@ class Service:
         try:
             stored = []
             for source, _, _ in uploads:
-                key = new_key("media")
-                keys.append(key)
-                stored.append(self._store_upload(key, source))
+                stored.append(self._store_upload(new_key("media"), source, keys))
             media = stored[0][1]
             made: tuple[Track, ...] = ()
             if tracks is not None:
@@ -247,9 +245,14 @@ class Service:
         log.info("recording %s stored (%d bytes, %.1f s)", rec_id, recording.size, media.duration)
         return recording
 
-    def _store_upload(self, key: str, source: BinaryIO) -> tuple[int, MediaInfo]:
+    def _store_upload(
+        self, key: str, source: BinaryIO, written: list[str]
+    ) -> tuple[int, MediaInfo]:
+        """Store one upload under ``key`` (added to ``written`` once it is there) and
+        probe it."""
         reader = _CappedReader(source, self.limits.max_upload_bytes)
         size = self.blobs.put(key, reader)  # type: ignore[arg-type]
+        written.append(key)
         if size == 0:
             raise EmptyFile("the uploaded file is empty (0 bytes)", field="file")
         with self.blobs.local_file(key) as path:

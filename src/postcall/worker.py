@@ -237,6 +237,8 @@ class Worker(UnitWork):
         if outcome in ("completed", "failed") and self.after_job is not None:
             try:
                 self.after_job(job)
+            except Unavailable as exc:
+                log.warning("job %s: what follows its end is left undone: %s", job.id, exc)
             except Exception:  # the job is done; what follows it must not stop the worker
                 log.exception("job %s: what follows its end failed", job.id)
         if outage is not None:

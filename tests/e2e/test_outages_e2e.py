@@ -134,6 +134,7 @@ def test_requests_answer_503_while_redis_or_s3_is_down_and_work_resumes_after(
             ):
                 assert_unavailable(r, "store_unavailable")
             assert media_objects() == 1  # the refused upload left no media behind
+            assert c.get("/metrics").status_code == 200  # the process's own still answer
 
             redis_process.start()  # the same port
             wait_for(

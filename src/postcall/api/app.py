@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -157,7 +158,9 @@ def create_app(components: Components) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        QUEUE_DEPTH.set(components.store.queue_depth())
+        # The process's own metrics still answer while the store is down.
+        with contextlib.suppress(Unavailable):
+            QUEUE_DEPTH.set(components.store.queue_depth())
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
