@@ -185,12 +185,12 @@ def test_an_idle_worker_sweeps(make_store: StoreFactory, clock: Clock, tmp_path:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
+        # The record goes first, then its files: wait for both.
         wait_for(
-            lambda: store.expired_recordings(later, 10) == [],
+            lambda: store.expired_recordings(later, 10) == [] and not blobs.exists(rec.media_key),
             timeout=30,
             what="the worker to sweep",
         )
-        assert not blobs.exists(rec.media_key)
     finally:
         worker.stop()
         thread.join(timeout=30)
