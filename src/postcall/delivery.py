@@ -13,6 +13,10 @@ Each delivery is claimed under a lease longer than the request timeout; a dispat
 that dies mid-delivery leaves it to be claimed again when the lease ends, and an attempt
 whose lease was taken over is not logged twice (``finish_attempt`` is fenced). Every
 attempt is logged with its outcome, status code and latency.
+
+While the store does not answer, the dispatcher backs off (logging the outage once) and
+resumes when it answers; an attempt already sent is logged once the store answers again
+(``until_available``), so it is neither lost nor sent twice.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import httpx
 from prometheus_client import Counter
 
 from postcall.domain import new_id, utcnow
-from postcall.errors import NotFound, UrlNotAllowed
+from postcall.errors import NotFound, Unavailable, UrlNotAllowed
+from postcall.outages import Outage, until_available
 from postcall.outbound import OutboundPolicy, guarded_client
 from postcall.store.base import Store
 from postcall.webhooks import (
@@ -99,6 +104,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._busy: dict[str, int] = {}  # endpoint id -> attempts in flight
         self._in_flight: set[Future[None]] = set()
+        self.outage = Outage(f"webhook dispatcher {self.owner}", log)
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -130,9 +136,13 @@ class Dispatcher:
             try:
                 fanned = self.fan_out()
                 started = self._start_due()
+            except Unavailable as exc:
+                self._stop.wait(self.outage.failed(exc))
+                continue
             except Exception:  # a store hiccup must not end the dispatcher
                 log.exception("webhook dispatch failed")
                 fanned = started = 0
+            self.outage.recovered()
             if not fanned and not started:
                 self._stop.wait(self.config.poll_s)
 
@@ -322,7 +332,12 @@ class Dispatcher:
         )
         label = "succeeded" if succeeded else ("retrying" if retry_at else "failed")
         ATTEMPTS.labels(label).inc()
-        if not self.store.finish_attempt(delivery.id, self.owner, attempt, retry_at=retry_at):
+        finished = until_available(
+            lambda: self.store.finish_attempt(delivery.id, self.owner, attempt, retry_at=retry_at),
+            self.outage,
+            self._stop,
+        )
+        if not finished:
             log.warning("webhook delivery %s: lease lost; the attempt is not logged", delivery.id)
         elif not succeeded:
             log.info(

@@ -29,6 +29,9 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
     ├── ModelUnavailable ......... the Whisper model cannot be loaded
     ├── EngineError .............. inference failed (retryable)
     ├── EngineUnavailable ........ the remote Whisper service does not answer (retryable)
+    ├── Unavailable .............. a backend postcall needs does not answer (retryable, 503)
+    │   ├── StoreUnavailable ..... the store (Redis, SQLite) does not answer
+    │   └── BlobsUnavailable ..... the blob store (S3, the local folder) does not answer
     └── WorkerLost ............... the job killed its worker too many times
 """
 
@@ -147,6 +150,22 @@ class EngineError(PostcallError):
 class EngineUnavailable(PostcallError):
     code = "engine_unavailable"
     retryable = True
+
+
+class Unavailable(PostcallError):
+    """A backend does not answer (down, restarting, unreachable): nothing was done that
+    the caller can see, and the same request may succeed later."""
+
+    code = "unavailable"
+    retryable = True
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class BlobsUnavailable(Unavailable):
+    code = "blobs_unavailable"
 
 
 class WorkerLost(PostcallError):

@@ -9,6 +9,7 @@ import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from postcall import audio, formats
@@ -35,8 +36,11 @@ from postcall.errors import (
     NotFound,
     PayloadTooLarge,
     PostcallError,
+    StoreUnavailable,
+    Unavailable,
 )
 from postcall.languages import normalize_language
+from postcall.retention import Retention
 from postcall.speakers import resolve_mode
 from postcall.store.base import Page, Store
 
@@ -65,6 +69,13 @@ def rendering_key(transcription_id: str, fmt: str) -> str:
 
 RENDERED_FORMATS = ("recall",)
 """Renderings that may be kept beside a document (deleted with it)."""
+
+
+def _document_keys(transcription_id: str) -> list[str]:
+    """Every file a transcription may have: its document and its renderings."""
+    return [document_key(transcription_id)] + [
+        rendering_key(transcription_id, fmt) for fmt in RENDERED_FORMATS
+    ]
 
 
 @dataclass(frozen=True)
@@ -165,13 +176,15 @@ class Service:
         default_language: str | None = "en",
         on_enqueue: Callable[[], None] | None = None,
         max_transcripts_per_recording: int | None = 10,
+        retention: Retention | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
+        self.retention = retention or Retention()
         self.limits = limits or Limits()
         self.default_language = default_language
         self.max_transcripts_per_recording = max_transcripts_per_recording
-        self._on_enqueue = on_enqueue
+        self.on_enqueue = on_enqueue
 
     # --- recordings ---------------------------------------------------------------
     def create_recording(
@@ -226,16 +239,17 @@ class Service:
         file belongs to no recording yet: ``create_recording_from_uploads`` makes one,
         ``discard_uploads`` deletes it. Nothing is kept when it is refused."""
         key = new_key("media")
+        written: list[str] = []
         try:
-            size, media = self._store_upload(key, source)
+            size, media = self._store_upload(key, source, written)
         except BaseException:
-            self.blobs.delete(key)
+            self._discard(written)
             raise
         return StoredUpload(key, filename, content_type, size, media)
 
     def discard_uploads(self, uploads: Sequence[StoredUpload]) -> None:
-        for upload in uploads:
-            self.blobs.delete(upload.key)
+        """Delete files stored by ``store_upload`` that will make no recording."""
+        self._discard([u.key for u in uploads])
 
     def create_recording_from_uploads(
         self,
@@ -280,16 +294,21 @@ class Service:
                 metadata=dict(metadata or {}),
                 tracks=made,
             )
-            self.store.add_recording(recording)
+            self._add_recording(recording)
         except BaseException:
             self.discard_uploads(uploads)
             raise
         log.info("recording %s stored (%d bytes, %.1f s)", rec_id, recording.size, media.duration)
         return recording
 
-    def _store_upload(self, key: str, source: BinaryIO) -> tuple[int, MediaInfo]:
+    def _store_upload(
+        self, key: str, source: BinaryIO, written: list[str]
+    ) -> tuple[int, MediaInfo]:
+        """Store one upload under ``key`` (added to ``written`` once it is there) and
+        probe it."""
         reader = _CappedReader(source, self.limits.max_upload_bytes)
         size = self.blobs.put(key, reader)  # type: ignore[arg-type]
+        written.append(key)
         if size == 0:
             raise EmptyFile("the uploaded file is empty (0 bytes)", field="file")
         with self.blobs.local_file(key) as path:
@@ -327,8 +346,37 @@ class Service:
             media=media,
             metadata=dict(metadata or {}),
         )
-        self.store.add_recording(recording)
+        self._add_recording(recording)
         return recording
+
+    def _add_recording(self, recording: Recording) -> None:
+        """Keep the recording, written after its media: the store never holds a recording
+        whose media is missing, and a recording the client is told of is stored.
+
+        A store that fails mid-write may or may not have kept it; it is asked once more,
+        so that the answer (201, or 503 with the media removed) says what happened.
+        """
+        try:
+            self.store.add_recording(recording)
+        except StoreUnavailable:
+            if not self._holds(lambda: self.store.get_recording(recording.tenant, recording.id)):
+                raise
+
+    @staticmethod
+    def _holds(read: Callable[[], Recording | Transcription]) -> bool:
+        try:
+            read()
+        except (NotFound, Unavailable):
+            return False
+        return True
+
+    def _discard(self, keys: Sequence[str]) -> None:
+        """Remove media of a refused upload; one that cannot be removed is logged."""
+        for key in keys:
+            try:
+                self.blobs.delete(key)
+            except Exception as exc:
+                log.warning("could not remove %s of a refused upload (left behind): %s", key, exc)
 
     def _new_recording_id(self, tenant: str, recording_id: str | None) -> str:
         if recording_id is None:
@@ -361,21 +409,57 @@ class Service:
     def get_recording(self, tenant: str, recording_id: str) -> Recording:
         return self.store.get_recording(tenant, recording_id)
 
+    def expires_at(self, recording: Recording) -> datetime | None:
+        """When the retention sweeper deletes this recording and its transcriptions."""
+        return self.retention.expires_at(recording.created_at)
+
+    def release_media_if_done(self, tenant: str, recording_id: str) -> bool:
+        """Delete the recording's media when none of its transcriptions waits or runs
+        (``POSTCALL_DELETE_MEDIA_AFTER_TRANSCRIPTION``); True when it was deleted.
+
+        Registered objects belong to the client and are left in place.
+        """
+        recording = self.store.get_recording(tenant, recording_id)
+        cursor: str | None = None
+        while True:
+            page = self.store.list_transcriptions(
+                tenant, recording_id=recording_id, limit=100, cursor=cursor
+            )
+            if any(not t.status.terminal for t in page.items):
+                return False
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        keys = {recording.media_key, *(t.media_key for t in recording.tracks)}
+        owned = sorted(k for k in keys if is_generated(k))
+        for key in owned:
+            self.blobs.delete(key)
+        if owned:
+            log.info("recording %s: media deleted after its transcription", recording_id)
+        return bool(owned)
+
     def list_recordings(self, tenant: str, *, limit: int, cursor: str | None) -> Page[Recording]:
         return self.store.list_recordings(tenant, limit=limit, cursor=cursor)
 
     def delete_recording(self, tenant: str, recording_id: str) -> None:
-        """Delete a recording, its transcriptions and every stored file of theirs."""
-        recording, transcriptions = self.store.delete_recording(tenant, recording_id)
-        if is_generated(recording.media_key):  # registered objects belong to the client
-            self.blobs.delete(recording.media_key)
-        for t in transcriptions:
-            self._delete_documents(t.id)
+        """Delete a recording, its transcriptions and every stored file of theirs.
 
-    def _delete_documents(self, transcription_id: str) -> None:
-        self.blobs.delete(document_key(transcription_id))
-        for fmt in RENDERED_FORMATS:
-            self.blobs.delete(rendering_key(transcription_id, fmt))
+        The blob store is asked first, so that while it does not answer the request
+        fails (503) with nothing deleted, rather than leaving files no record names.
+        """
+        self.blobs.exists(self.store.get_recording(tenant, recording_id).media_key)
+        recording, transcriptions = self.store.delete_recording(tenant, recording_id)
+        keys = [recording.media_key] if is_generated(recording.media_key) else []
+        # (registered objects belong to the client and are left in place)
+        self._delete_files([*keys, *(k for t in transcriptions for k in _document_keys(t.id))])
+
+    def _delete_files(self, keys: Sequence[str]) -> None:
+        """Delete files whose records are gone; one the blob store fails on is logged."""
+        for key in keys:
+            try:
+                self.blobs.delete(key)
+            except Unavailable as exc:
+                log.warning("could not delete %s (left behind): %s", key, exc)
 
     # --- transcriptions -----------------------------------------------------------
     def request_transcription(
@@ -419,6 +503,15 @@ class Service:
                 field="speakers",
             )
         recording = self.store.get_recording(tenant, recording_id)
+        if self.retention.delete_media_after_transcription and not self.blobs.exists(
+            recording.media_key
+        ):
+            raise Conflict(
+                f"the media of recording {recording_id!r} was deleted after its "
+                "transcription (POSTCALL_DELETE_MEDIA_AFTER_TRANSCRIPTION); upload it again "
+                "to transcribe it again",
+                code="media_deleted",
+            )
         mode = resolve_mode(
             speakers,
             has_tracks=bool(recording_tracks(recording)),
@@ -445,9 +538,13 @@ class Service:
             updated_at=now,
             metadata=dict(metadata or {}),
         )
-        self.store.add_transcription(transcription, limit=self.max_transcripts_per_recording)
-        if self._on_enqueue is not None:
-            self._on_enqueue()
+        try:
+            self.store.add_transcription(transcription, limit=self.max_transcripts_per_recording)
+        except StoreUnavailable:  # kept or not? asked once more (see _add_recording)
+            if not self._holds(lambda: self.store.get_transcription(tenant, transcription.id)):
+                raise
+        if self.on_enqueue is not None:
+            self.on_enqueue()
         return transcription
 
     def get_transcription(self, tenant: str, transcription_id: str) -> Transcription:
@@ -463,8 +560,11 @@ class Service:
         )
 
     def delete_transcription(self, tenant: str, transcription_id: str) -> None:
+        transcription = self.store.get_transcription(tenant, transcription_id)
+        if transcription.result is not None:  # the blob store must answer (see above)
+            self.blobs.exists(transcription.result.document_key)
         self.store.delete_transcription(tenant, transcription_id)
-        self._delete_documents(transcription_id)
+        self._delete_files(_document_keys(transcription_id))
 
     def get_document(self, tenant: str, transcription_id: str) -> TranscriptDocument:
         """The finished transcript; ``Conflict`` (code ``not_ready``) before it exists."""

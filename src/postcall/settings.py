@@ -138,8 +138,9 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="Key that signs download links served by postcall (local blob folder); "
-        "default: one generated once and kept in the store, shared by every API process.",
+        description="Key that signs download links served by postcall (local blob folder) "
+        "and, when set, seals webhook signing secrets in the store (AES-GCM); default for "
+        "links: one generated once and kept in the store, shared by every API process.",
     )
     public_url: str | None = Field(
         None,
@@ -148,6 +149,27 @@ class Settings(BaseSettings):
     )
     idempotency_ttl_s: float = Field(
         24 * 3600.0, gt=0, description="How long an Idempotency-Key's response is kept (s)."
+    )
+
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Recordings, with their transcriptions and every file of theirs, are "
+        "deleted this many days after the recording was made; unset = kept until deleted.",
+    )
+    delete_media_after_transcription: bool = Field(
+        False,
+        description="Delete a recording's media as soon as none of its transcriptions "
+        "waits or runs; the transcripts are kept.",
+    )
+    webhook_retention_days: float | None = Field(
+        30.0,
+        gt=0,
+        description="Webhook events, their deliveries and attempt logs are deleted this many "
+        "days after the event, once nothing is left to deliver.",
+    )
+    sweep_every_s: float = Field(
+        300.0, gt=0, description="How often each worker process runs the retention sweep (s)."
     )
 
     split_min_s: float = Field(

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import Counter
 
@@ -25,7 +25,8 @@ from postcall.domain import (
     recording_tracks,
 )
 from postcall.engines.base import Engine, EngineOptions
-from postcall.errors import NotFound, PostcallError
+from postcall.errors import NotFound, PostcallError, Unavailable
+from postcall.outages import Outage, until_available
 from postcall.pipeline import ChunkResult, Interrupted, Source
 from postcall.store.base import Store
 from postcall.store.units import (
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from postcall.worker import WorkerConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNITS = Counter("postcall_units_total", "Chunk units finished by this process", ["outcome"])
 
@@ -67,6 +69,7 @@ class Heartbeat(threading.Thread):
         self._stop = threading.Event()
         self.progress = 0.0
         self.lost = False
+        self._outage = Outage(f"heartbeat of {job_id}", log)
 
     def beat(self) -> None:
         if self._renew is not None:
@@ -82,8 +85,12 @@ class Heartbeat(threading.Thread):
         while not self._stop.wait(self._lease_s / 3) and not self.lost:
             try:
                 self.beat()
+            except Unavailable as exc:  # logged once; the next beat tries again
+                self._outage.failed(exc)
+                continue
             except Exception:  # a store hiccup must not kill the heartbeat
                 log.exception("heartbeat for %s failed", self._job_id)
+            self._outage.recovered()
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,6 +117,22 @@ class UnitWork:
     on_publish: Callable[[], None] | None
     _stop: threading.Event
 
+    outage: Outage
+
+    def _durable(self, call: Callable[[], T]) -> T:
+        """``call()`` (a store write that records finished work), repeated through an
+        outage until the store answers or the worker is stopped."""
+        return until_available(call, self.outage, self._stop)
+
+    def _give_back(self, release: Callable[[], bool], what: str) -> None:
+        """Release ``what`` once the store answers (a release is not an attempt); when
+        stopped first, its lease runs out and another worker takes it then."""
+        try:
+            if self._durable(release):
+                log.info("%s released (a backend did not answer)", what)
+        except Unavailable:
+            log.warning("%s stays claimed until its lease ends (the store does not answer)", what)
+
     def _split(
         self, job: Transcription, sources: list[Source], units: list[Unit], heartbeat: Heartbeat
     ) -> list[ChunkResult] | None:
@@ -130,7 +153,7 @@ class UnitWork:
             unit_s=self.config.unit_s,
             should_stop=lambda: self._stop.is_set() or heartbeat.lost,
         )
-        if not self.store.publish_units(job.id, self.worker_id, plan):
+        if not self._durable(lambda: self.store.publish_units(job.id, self.worker_id, plan)):
             heartbeat.lost = True
             raise Interrupted()
         log.info("job %s: %d units published", job.id, len(plan))
@@ -152,6 +175,7 @@ class UnitWork:
         heartbeat = Heartbeat(self.store, job.id, self.worker_id, config.lease_s, renew)
         heartbeat.start()
         outcome, handed = "done", None
+        outage: Unavailable | None = None
         try:
             spec = split.UnitSpec.from_json(unit.spec)
             recording = self.store.get_recording(job.tenant, job.recording_id)
@@ -174,30 +198,45 @@ class UnitWork:
                     should_stop=lambda: self._stop.is_set() or heartbeat.lost,
                     max_s=config.max_duration_s,
                 )
-            ended = self.store.complete_unit(
-                job.id, unit.index, self.worker_id, result.to_json(), lease_s=config.lease_s
+            payload = result.to_json()
+            ended = self._durable(
+                lambda: self.store.complete_unit(
+                    job.id, unit.index, self.worker_id, payload, lease_s=config.lease_s
+                )
             )
             if ended is UnitOutcome.LOST:
                 outcome = "abandoned"
                 log.warning("unit %s#%d: lease lost before completion", job.id, unit.index)
             elif ended is UnitOutcome.LAST:
-                handed = self.store.get_transcription(job.tenant, job.id)
+                handed = self._durable(lambda: self.store.get_transcription(job.tenant, job.id))
         except NotFound:
             outcome = "abandoned"  # deleted meanwhile
         except Interrupted:
             outcome = "released"
-            if not heartbeat.lost and self.store.release_unit(job.id, unit.index, self.worker_id):
-                log.info("unit %s#%d released (worker stopping)", job.id, unit.index)
+            try:
+                if not heartbeat.lost and self.store.release_unit(
+                    job.id, unit.index, self.worker_id
+                ):
+                    log.info("unit %s#%d released (worker stopping)", job.id, unit.index)
+            except Unavailable:
+                pass  # stopping during an outage: the lease runs out instead
+        except Unavailable as exc:
+            # Not the unit's fault: it goes back to the queue once the store answers.
+            outcome, outage = "released", exc
+            self._give_back(
+                lambda: self.store.release_unit(job.id, unit.index, self.worker_id),
+                f"unit {job.id}#{unit.index}",
+            )
         except PostcallError as exc:
             outcome = "failed"
             log.info("unit %s#%d failed: %s", job.id, unit.index, exc)
             error = TranscriptionError(exc.code, exc.message)
-            self.store.fail_unit(job.id, unit.index, self.worker_id, error)
+            self._durable(lambda: self.store.fail_unit(job.id, unit.index, self.worker_id, error))
         except Exception as exc:
             outcome = "failed"
             log.exception("unit %s#%d crashed", job.id, unit.index)
-            error = TranscriptionError("internal_error", f"{exc}")
-            self.store.fail_unit(job.id, unit.index, self.worker_id, error)
+            crash = TranscriptionError("internal_error", f"{exc}")
+            self._durable(lambda: self.store.fail_unit(job.id, unit.index, self.worker_id, crash))
         finally:
             heartbeat.stop()
         UNITS.labels(outcome).inc()
@@ -209,4 +248,6 @@ class UnitWork:
             time.monotonic() - started,
             unit.attempts,
         )
+        if outage is not None:
+            raise outage  # the run loop backs off before claiming again
         return handed

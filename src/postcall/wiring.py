@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 from postcall.blobs.base import BlobStore
 from postcall.delivery import Dispatcher, DispatcherConfig
+from postcall.domain import Transcription
 from postcall.engines.base import Engine
 from postcall.outbound import OutboundPolicy, parse_networks
+from postcall.retention import Retention, Sweeper
+from postcall.sealing import SecretBox
 from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
@@ -20,16 +23,24 @@ from postcall.worker import WorkerConfig, WorkerPool
 
 
 def build_store(settings: Settings) -> Store:
+    """The store; with POSTCALL_SECRET_KEY set, it keeps webhook secrets sealed."""
     url = settings.resolved_store_url
+    store: Store
     if url.startswith("sqlite:///"):
         from postcall.store.sqlite import SqliteStore
 
-        return SqliteStore.from_url(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+        store = SqliteStore.from_url(url)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
         from postcall.store.redis import RedisStore
 
-        return RedisStore.from_url(url)
-    raise ValueError(f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://")
+        store = RedisStore.from_url(url)
+    else:
+        raise ValueError(
+            f"POSTCALL_STORE_URL={url!r}: supported schemes are sqlite:/// and redis://"
+        )
+    if settings.secret_key is not None:
+        store.seal_secrets_with(SecretBox(settings.secret_key.get_secret_value()))
+    return store
 
 
 def build_blobs(settings: Settings) -> BlobStore:
@@ -84,6 +95,14 @@ def build_local_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
     )
 
 
+def retention(settings: Settings) -> Retention:
+    return Retention(
+        days=settings.retention_days,
+        webhook_days=settings.webhook_retention_days,
+        delete_media_after_transcription=settings.delete_media_after_transcription,
+    )
+
+
 def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         lease_s=settings.lease_s,
@@ -131,15 +150,7 @@ def build(
     """Everything a process needs; ``with_worker`` adds ``concurrency`` in-process workers."""
     store = build_store(settings)
     blobs = build_blobs(settings)
-    workers = None
-    if with_worker:
-        workers = WorkerPool(
-            store,
-            blobs,
-            engine or build_engine(settings, concurrency=concurrency),
-            worker_config(settings),
-            concurrency=concurrency,
-        )
+    kept = retention(settings)
     service = Service(
         store,
         blobs,
@@ -147,9 +158,25 @@ def build(
             max_upload_bytes=settings.max_upload_bytes, max_duration_s=settings.max_duration_s
         ),
         default_language=settings.default_language,
-        on_enqueue=workers.notify if workers is not None else None,
         max_transcripts_per_recording=settings.max_transcripts_per_recording,
+        retention=kept,
     )
+    workers = None
+    if with_worker:
+
+        def after_job(job: Transcription) -> None:
+            service.release_media_if_done(job.tenant, job.recording_id)
+
+        workers = WorkerPool(
+            store,
+            blobs,
+            engine or build_engine(settings, concurrency=concurrency),
+            worker_config(settings),
+            concurrency=concurrency,
+            after_job=after_job if kept.delete_media_after_transcription else None,
+            sweeper=Sweeper(service, store, kept, every_s=settings.sweep_every_s),
+        )
+        service.on_enqueue = workers.notify
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     transcripts = Transcripts(service, ttl_s=settings.download_url_ttl_s, secret=secret)
     policy = OutboundPolicy(parse_networks(settings.allowed_networks))

@@ -11,6 +11,12 @@ plans it into units of up to ``unit_s`` (``postcall.split``), publishes them and
 parks the job; any worker then claims units; the one that completes the last unit
 assembles the transcript from the kept chunk results (the same path a resumed job
 takes).
+
+When the store or the blob store does not answer (``Unavailable``), the worker keeps
+what it holds: the writes that record finished work (a chunk's result, a completion, a
+failure) are repeated until the store answers again; a job that cannot go on (its
+media cannot be read) is released, not failed, once the store answers, and the worker
+backs off (``postcall.outages``), logging the outage once, until claims work again.
 """
 
 from __future__ import annotations
@@ -43,8 +49,16 @@ from postcall.domain import (
     timeline_from_metadata,
 )
 from postcall.engines.base import Engine, EngineOptions, Loadable
-from postcall.errors import DurationExceeded, NotFound, PostcallError
+from postcall.errors import (
+    DurationExceeded,
+    NotFound,
+    PostcallError,
+    StoreUnavailable,
+    Unavailable,
+)
+from postcall.outages import Outage
 from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
+from postcall.retention import Sweeper
 from postcall.service import document_key
 from postcall.store.base import Store
 from postcall.store.units import (
@@ -101,7 +115,10 @@ class Worker(UnitWork):
         self.current: Transcription | None = None
         self.current_unit: UnitClaim | None = None
         self.on_publish: Callable[[], None] | None = None  # wakes idle peers (a pool)
+        self.after_job: Callable[[Transcription], None] | None = None  # once it has ended
+        self.sweeper: Sweeper | None = None  # retention, run when idle
         self._last_reconcile = time.monotonic()
+        self.outage = Outage(f"worker {self.worker_id}", log)
 
     def notify(self) -> None:
         """Wake an idle worker now (a job was just queued)."""
@@ -117,12 +134,21 @@ class Worker(UnitWork):
         done = 0
         log.info("worker %s ready", self.worker_id)
         while not self._stop.is_set():
-            if self.run_once():
+            try:
+                ran = self.run_once()
+            except Unavailable as exc:
+                self._stop.wait(self.outage.failed(exc))  # a new job does not end an outage
+                continue
+            # A claim that found nothing proves the store answers; a job run, every backend.
+            self.outage.recovered(Unavailable if ran else StoreUnavailable)
+            if ran:
                 done += 1
                 continue
             if burst:
                 break
             self._maybe_reconcile()
+            if self.sweeper is not None:
+                self.sweeper.maybe_sweep()
             self._wake.wait(self.config.poll_s)
             self._wake.clear()
         return done
@@ -133,6 +159,8 @@ class Worker(UnitWork):
         self._last_reconcile = time.monotonic()
         try:
             restored = self.store.reconcile()
+        except Unavailable:
+            return  # the claims report the outage
         except Exception:
             log.exception("reconciling the queue failed")
             return
@@ -167,29 +195,36 @@ class Worker(UnitWork):
         heartbeat.progress = job.progress
         heartbeat.start()
         outcome = "completed"
+        outage: Unavailable | None = None
         try:
             result = self._run(job, heartbeat)
             if result is _PARKED:
                 outcome = "split"
             elif not isinstance(result, TranscriptionResult):
                 outcome = "abandoned"
-            elif not self.store.complete(job.id, self.worker_id, result):
+            elif not self._durable(lambda: self.store.complete(job.id, self.worker_id, result)):
                 outcome = "abandoned"
                 log.warning("job %s: lease lost before completion; result dropped", job.id)
         except Interrupted:
             outcome = "released"
             if heartbeat.lost:
                 log.warning("job %s: lease lost or job deleted; stopped", job.id)
-            elif self.store.release(job.id, self.worker_id):
+            elif self._release_quietly(job):
                 log.info("job %s released (worker stopping)", job.id)
+        except Unavailable as exc:
+            # Not the job's fault: it goes back to the queue, its kept chunks with it.
+            outcome, outage = "released", exc
+            self._give_back(lambda: self.store.release(job.id, self.worker_id), f"job {job.id}")
         except PostcallError as exc:
             outcome = "failed"
             log.info("job %s failed: %s", job.id, exc)
-            self.store.fail(job.id, self.worker_id, TranscriptionError(exc.code, exc.message))
+            error = TranscriptionError(exc.code, exc.message)
+            self._durable(lambda: self.store.fail(job.id, self.worker_id, error))
         except Exception as exc:
             outcome = "failed"
             log.exception("job %s crashed", job.id)
-            self.store.fail(job.id, self.worker_id, TranscriptionError("internal_error", f"{exc}"))
+            crash = TranscriptionError("internal_error", f"{exc}")
+            self._durable(lambda: self.store.fail(job.id, self.worker_id, crash))
         finally:
             heartbeat.stop()
         JOBS.labels(outcome).inc()
@@ -199,6 +234,21 @@ class Worker(UnitWork):
         if outcome in ("completed", "failed"):
             JOB_SECONDS.observe(time.monotonic() - started)
         log.info("job %s %s in %.1f s", job.id, outcome, time.monotonic() - started)
+        if outcome in ("completed", "failed") and self.after_job is not None:
+            try:
+                self.after_job(job)
+            except Unavailable as exc:
+                log.warning("job %s: what follows its end is left undone: %s", job.id, exc)
+            except Exception:  # the job is done; what follows it must not stop the worker
+                log.exception("job %s: what follows its end failed", job.id)
+        if outage is not None:
+            raise outage  # the run loop backs off before claiming again
+
+    def _release_quietly(self, job: Transcription) -> bool:
+        try:
+            return self.store.release(job.id, self.worker_id)
+        except Unavailable:
+            return False  # stopping during an outage: the lease runs out instead
 
     def _run(self, job: Transcription, heartbeat: Heartbeat) -> TranscriptionResult | object:
         try:
@@ -231,7 +281,8 @@ class Worker(UnitWork):
 
         def on_chunk(chunk: ChunkResult, progress: float) -> None:
             if chunk.index not in done:
-                self.store.save_chunk(job.id, chunk.index, chunk.to_json())
+                payload = chunk.to_json()
+                self._durable(lambda: self.store.save_chunk(job.id, chunk.index, payload))
             heartbeat.progress = progress
             heartbeat.beat()  # progress shows at once, and the lease is renewed
 
@@ -353,10 +404,14 @@ class WorkerPool:
         config: WorkerConfig,
         *,
         concurrency: int = 1,
+        after_job: Callable[[Transcription], None] | None = None,
+        sweeper: Sweeper | None = None,
     ) -> None:
         self.workers = [Worker(store, blobs, engine, config) for _ in range(max(1, concurrency))]
         for w in self.workers:
             w.on_publish = self.notify
+            w.after_job = after_job
+            w.sweeper = sweeper
         self._threads: list[threading.Thread] = []
         self._store = store
 
@@ -395,10 +450,17 @@ class WorkerPool:
             return
         for w in self.workers:
             job = w.current
-            if job is not None and self._store.release(job.id, w.worker_id):
-                log.warning("job %s released: it did not reach a chunk boundary in time", job.id)
             held = w.current_unit
-            if held is not None and self._store.release_unit(
-                held.job.id, held.unit.index, w.worker_id
-            ):
-                log.warning("unit %s#%d released: still running", held.job.id, held.unit.index)
+            try:
+                if job is not None and self._store.release(job.id, w.worker_id):
+                    log.warning(
+                        "job %s released: it did not reach a chunk boundary in time", job.id
+                    )
+                if held is not None and self._store.release_unit(
+                    held.job.id, held.unit.index, w.worker_id
+                ):
+                    log.warning("unit %s#%d released: still running", held.job.id, held.unit.index)
+            except Unavailable:
+                log.warning(
+                    "the store does not answer: what %s holds waits for its lease", w.worker_id
+                )

@@ -3,12 +3,14 @@
 Import the fixtures into a test module (``from tests.contract.redis_server import
 redis_server, redis_url``) or request them lazily with ``request.getfixturevalue`` so
 that tests which do not need Redis never start it. ``redis_url`` is an emptied
-database's URL; ``redis_server`` is the session's ``RedisServer``.
+database's URL; ``redis_server`` is the session's ``RedisServer``. ``RedisProcess`` is
+a server a test stops and starts again on the same port, its data kept on disk.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -91,38 +93,84 @@ class RedisMissing(RuntimeError):
     pass
 
 
-@contextmanager
-def running_redis_server(directory: Path) -> Iterator[RedisServer]:
-    """Start a throwaway redis-server on a free port; stop it afterwards."""
+def _binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RedisMissing(
             "redis-server is not installed; `make test` installs it "
             "(its system-deps step runs apt-get install redis-server)"
         )
+    return binary
+
+
+def _launch(
+    binary: str, port: int, directory: Path, log: Path, *, persist: bool
+) -> subprocess.Popen[bytes]:
+    # persist: an append-only file fsync'd before each reply, so every write a client
+    # was answered for survives even a SIGKILL of the server.
+    durability = ["yes", "--appendfsync", "always"] if persist else ["no"]
+    return subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            *durability,
+            "--dir",
+            str(directory),
+            "--logfile",
+            str(log),
+        ],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class RedisProcess:
+    """A redis-server a test can stop (or kill) and start again on the same port.
+
+    Its data is kept in an append-only file fsync'd before every reply, so whatever a
+    client was answered for is there again after a restart, even after ``kill=True``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = _binary()
+        self.directory = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = directory / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = _launch(self.binary, self.port, self.directory, self.log, persist=True)
+        if not _wait_ready(self.proc, self.port, self.log):
+            _stop(self.proc)
+            raise RuntimeError(f"port {self.port} was taken while redis-server was down")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server (SIGTERM: it saves and exits; ``kill``: SIGKILL, at once)."""
+        if self.proc is None:
+            return
+        if kill and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        _stop(self.proc)
+        self.proc = None
+
+
+@contextmanager
+def running_redis_server(directory: Path) -> Iterator[RedisServer]:
+    """Start a throwaway redis-server on a free port; stop it afterwards."""
+    binary = _binary()
     for _ in range(3):  # another process may take the free port before the server binds it
         port = _free_port()
         log = directory / f"redis-{port}.log"
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-                "--logfile",
-                str(log),
-            ],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _launch(binary, port, directory, log, persist=False)
         if _wait_ready(proc, port, log):
             break
         _stop(proc)

@@ -16,7 +16,9 @@ class WorkerProcess:
     """One `postcall worker` process; its output is appended to ``log_path``."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        # This tree's src first: a virtualenv may hold another checkout's editable install.
+        path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+        self.env = {**os.environ, "PYTHONPATH": path, **env}
         self.log_path = log_path
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None

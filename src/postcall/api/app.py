@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -28,6 +29,7 @@ from postcall.errors import (
     PayloadTooLarge,
     PostcallError,
     Unauthorized,
+    Unavailable,
     Unsupported,
     UnsupportedMedia,
 )
@@ -50,7 +52,11 @@ HTTP_STATUS: tuple[tuple[type[PostcallError], int], ...] = (
     (UnsupportedMedia, 415),
     (DurationExceeded, 422),
     (MediaError, 422),
+    (Unavailable, 503),
 )
+
+RETRY_AFTER_S = 5
+"""What a 503 for a backend outage tells clients to wait before retrying (s)."""
 
 QUEUE_DEPTH = Gauge("postcall_queue_depth", "Transcriptions waiting for a worker")
 
@@ -69,7 +75,11 @@ def error_response(exc: PostcallError) -> JSONResponse:
         body["field"] = field
     if exc.retryable:
         body["retryable"] = True
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse({"error": body}, status_code=status_for(exc), headers=headers)
 
 
@@ -91,7 +101,10 @@ def create_app(components: Components) -> FastAPI:
 
     @app.exception_handler(PostcallError)
     async def _postcall_error(request: Request, exc: PostcallError) -> JSONResponse:
-        if status_for(exc) >= 500:
+        if isinstance(exc, Unavailable):
+            # Expected while a backend is down: one line per request, no traceback.
+            log.warning("%s %s: 503 %s", request.method, request.url.path, exc)
+        elif status_for(exc) >= 500:
             log.exception("request failed", exc_info=exc)
         return error_response(exc)
 
@@ -145,7 +158,9 @@ def create_app(components: Components) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        QUEUE_DEPTH.set(components.store.queue_depth())
+        # The process's own metrics still answer while the store is down.
+        with contextlib.suppress(Unavailable):
+            QUEUE_DEPTH.set(components.store.queue_depth())
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -28,11 +28,11 @@ from postcall.api.uploads import receive_upload
 from postcall.domain import TranscriptionStatus
 from postcall.errors import InvalidInput
 
-router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 422))
+router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 422, 503))
 transcriptions = APIRouter(
     prefix="/v1",
     dependencies=[Depends(transcription_enabled)],
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 404, 422, 503),
 )
 
 MAX_TRACKS = 32

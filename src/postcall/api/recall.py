@@ -3,14 +3,16 @@
 The provider block names postcall's engine: ``{"postcall": {"language": "en" | "auto",
 "model": "<WHISPER_MODEL>", "prompt": "…"}}`` (every option optional). Transcript
 statuses map as queued/processing → ``processing``, completed → ``done``, failed →
-``failed`` (``sub_code`` = the error code). ``expires_at`` is null: postcall keeps a
-transcript until it is deleted, and a deleted one is gone (404), so ``deleted`` only
-ever matches nothing in a listing.
+``failed`` (``sub_code`` = the error code). ``expires_at`` is when the retention
+sweeper deletes the transcript with its recording (``POSTCALL_RETENTION_DAYS`` after
+the recording was made), null when it is kept until deleted; a deleted one is gone
+(404), so ``deleted`` only ever matches nothing in a listing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -27,6 +29,7 @@ from postcall.api.schemas import error_responses, iso
 from postcall.domain import Transcription, TranscriptionStatus
 from postcall.errors import NotFound, Unsupported
 from postcall.languages import normalize_language
+from postcall.service import Service
 from postcall.transcripts import Transcripts, speaker_mode
 
 PROVIDER = "postcall"
@@ -44,7 +47,7 @@ router = APIRouter(
     prefix="/api/v1",
     tags=["Recall-compatible"],
     dependencies=[Depends(transcription_enabled)],
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(401, 404, 422, 503),
 )
 
 
@@ -164,7 +167,10 @@ def parse_provider(provider: Mapping[str, Any], configured_model: str) -> dict[s
 
 # --- the transcript object --------------------------------------------------------------
 def transcript_object(
-    t: Transcription, recording_metadata: Mapping[str, Any], download_url: str | None
+    t: Transcription,
+    recording_metadata: Mapping[str, Any],
+    download_url: str | None,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     requested = t.options.requested
     provider = requested.get("provider") or {
@@ -177,7 +183,7 @@ def transcript_object(
         "id": t.id,
         "recording": {"id": t.recording_id, "metadata": dict(recording_metadata)},
         "created_at": iso(t.created_at),
-        "expires_at": None,
+        "expires_at": iso(expires_at) if expires_at is not None else None,
         "status": {
             "code": _CODES[t.status],
             "sub_code": t.error.code if t.error else None,
@@ -194,17 +200,22 @@ def _base_url(request: Request) -> str:
     return components(request).settings.public_url or str(request.base_url)
 
 
-def _render(request: Request, t: Transcription, metadata: Mapping[str, Any]) -> dict[str, Any]:
+_Facts = tuple[Mapping[str, Any], datetime | None]
+"""What a transcript object shows of its recording: metadata, and when it expires."""
+
+
+def _render(request: Request, t: Transcription, facts: _Facts) -> dict[str, Any]:
     transcripts: Transcripts = components(request).transcripts
     link = transcripts.download_link(t, _base_url(request))
-    return transcript_object(t, metadata, link.url if link else None)
+    return transcript_object(t, facts[0], link.url if link else None, facts[1])
 
 
-def _recording_metadata(svc: Any, tenant: str, recording_id: str) -> Mapping[str, Any]:
+def _recording_facts(svc: Service, tenant: str, recording_id: str) -> _Facts:
     try:
-        return dict(svc.get_recording(tenant, recording_id).metadata)
+        recording = svc.get_recording(tenant, recording_id)
     except NotFound:  # deleted meanwhile
-        return {}
+        return {}, None
+    return dict(recording.metadata), svc.expires_at(recording)
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -238,7 +249,7 @@ async def create_transcript(
                 "diarization": body.diarization.model_dump(),
             },
         )
-        return transcript_object(t, recording.metadata, None)
+        return transcript_object(t, recording.metadata, None, svc.expires_at(recording))
 
     async def run() -> Response:
         return JSONResponse(await run_in_threadpool(create))
@@ -250,7 +261,7 @@ async def create_transcript(
 def get_transcript(transcript_id: str, request: Request, tenant: Tenant, svc: Svc) -> Any:
     """The transcript object; once ``done``, ``data.download_url`` links to its words."""
     t = svc.get_transcription(tenant, transcript_id)
-    return _render(request, t, _recording_metadata(svc, tenant, t.recording_id))
+    return _render(request, t, _recording_facts(svc, tenant, t.recording_id))
 
 
 @router.delete("/transcript/{transcript_id}/", status_code=204)
@@ -278,12 +289,12 @@ def list_transcripts(
     page = transcripts.list(
         tenant, recording_id=recording_id, statuses=statuses, limit=limit, cursor=cursor
     )
-    metadata: dict[str, Mapping[str, Any]] = {}
+    facts: dict[str, _Facts] = {}
     results = []
     for t in page.items:
-        if t.recording_id not in metadata:
-            metadata[t.recording_id] = _recording_metadata(svc, tenant, t.recording_id)
-        results.append(_render(request, t, metadata[t.recording_id]))
+        if t.recording_id not in facts:
+            facts[t.recording_id] = _recording_facts(svc, tenant, t.recording_id)
+        results.append(_render(request, t, facts[t.recording_id]))
     nxt = None
     if page.next_cursor is not None:
         query = urlencode({**request.query_params, "cursor": page.next_cursor})

@@ -93,6 +93,8 @@ _ERROR_MEANING = {
     415: "The media is not a format postcall can read",
     422: "Invalid input, media that cannot be transcribed, or an Idempotency-Key reused "
     "with another request",
+    503: "A backend (store or blob store) does not answer; retry after Retry-After "
+    "seconds (the error says retryable: true)",
 }
 
 

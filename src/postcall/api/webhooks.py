@@ -19,7 +19,7 @@ from postcall.webhook_service import WebhookService
 from postcall.webhooks import EVENT_TYPES, Delivery, Endpoint
 
 router = APIRouter(
-    prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(401, 404, 422)
+    prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(401, 404, 422, 503)
 )
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]

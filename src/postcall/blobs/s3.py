@@ -10,6 +10,9 @@ Uploads are streamed: the source is read one part at a time in the caller's thre
 it would on the local backend) and parts are sent by a few worker threads. Memory
 stays at ``part_size * (max_concurrency + 1)`` whatever the size of the stream, and a
 failed upload is aborted, so no object (and no dangling multipart upload) is left.
+
+Outages: a server that cannot be reached, drops the connection, times out or answers
+5xx (after boto3's own retries) surfaces as ``BlobsUnavailable`` (``_outage``).
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import boto3  # type: ignore[import-untyped]
+from boto3.exceptions import Boto3Error  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import (  # type: ignore[import-untyped]
+    ClientError,
+    HTTPClientError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from postcall.blobs.base import MAX_OBJECT_KEY_BYTES, check_object_key, is_generated
-from postcall.errors import InvalidInput, NotFound
+from postcall.errors import BlobsUnavailable, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +60,34 @@ def make_client(endpoint_url: str | None = None) -> Any:
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
-        retries={"mode": "standard", "max_attempts": 5},
+        # Three tries (about 1.5 s of backoff at most): a dead server answers 503 soon;
+        # the workers ride out longer outages themselves (postcall.outages).
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
     )
     # A session of our own: boto3's default session is not safe to share across threads.
     return boto3.session.Session().client(
         "s3", region_name=region, endpoint_url=endpoint_url, config=config
     )
+
+
+@contextmanager
+def _outage() -> Iterator[None]:
+    """Turn "the server does not answer" into ``BlobsUnavailable``; other errors pass."""
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise BlobsUnavailable(f"the blob store (S3) does not answer: {exc}") from exc
+    except ClientError as exc:
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500:
+            raise BlobsUnavailable(f"the blob store (S3) answers {status}: {exc}") from exc
+        raise
+    except Boto3Error as exc:  # a transfer that gave up (its cause is one of the above)
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BotoConnectionError | HTTPClientError):
+            raise BlobsUnavailable(f"the blob store (S3) does not answer: {exc}") from exc
+        raise
 
 
 def _is_missing(error: ClientError) -> bool:
@@ -145,11 +175,12 @@ class S3BlobStore:
     def put(self, key: str, source: BinaryIO) -> int:
         full = self._full(key)
         body = _read_part(source, self.part_size)
-        if len(body) < self.part_size:
-            # The whole stream fits in one part: a single PUT, no multipart overhead.
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=body)
-            return len(body)
-        return self._put_multipart(full, body, source)
+        with _outage():
+            if len(body) < self.part_size:
+                # The whole stream fits in one part: a single PUT, no multipart overhead.
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=body)
+                return len(body)
+            return self._put_multipart(full, body, source)
 
     def _put_multipart(self, full: str, first: bytes, source: BinaryIO) -> int:
         upload_id = str(
@@ -204,23 +235,29 @@ class S3BlobStore:
             log.warning("could not abort multipart upload of %s", full, exc_info=True)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        full = self._full(key)
+        with _outage():
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
 
     def delete(self, key: str) -> None:
-        # S3 answers 204 whether or not the object was there.
-        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        full = self._full(key)
+        with _outage():
+            # S3 answers 204 whether or not the object was there.
+            self.client.delete_object(Bucket=self.bucket, Key=full)
 
     # -- reading -----------------------------------------------------------------
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as error:
-            if _is_missing(error):
-                raise NotFound(f"object {key!r} not found") from None
-            raise
-        with response["Body"] as body:
-            return bytes(body.read())
+        full = self._full(key)
+        with _outage():
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=full)
+            except ClientError as error:
+                if _is_missing(error):
+                    raise NotFound(f"object {key!r} not found") from None
+                raise
+            with response["Body"] as body:
+                return bytes(body.read())
 
     @contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
@@ -229,22 +266,25 @@ class S3BlobStore:
         name = "blob" + (suffix if _SUFFIX.match(suffix) else "")
         with tempfile.TemporaryDirectory(prefix="postcall-blob-") as tmp:
             path = Path(tmp) / name
-            try:
-                with path.open("wb") as out:
-                    self.client.download_fileobj(self.bucket, full, out, Config=self._transfer)
-            except ClientError as error:
-                if _is_missing(error):
-                    raise NotFound(f"object {key!r} not found") from None
-                raise
+            with _outage():
+                try:
+                    with path.open("wb") as out:
+                        self.client.download_fileobj(self.bucket, full, out, Config=self._transfer)
+                except ClientError as error:
+                    if _is_missing(error):
+                        raise NotFound(f"object {key!r} not found") from None
+                    raise
             yield path
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as error:
-            if _is_missing(error):
-                return False
-            raise
+        full = self._full(key)
+        with _outage():
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=full)
+            except ClientError as error:
+                if _is_missing(error):
+                    return False
+                raise
         return True
 
     def presign_get(self, key: str, expires_s: int) -> str | None:

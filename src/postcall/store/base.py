@@ -29,6 +29,7 @@ from postcall.domain import (
     TranscriptionStatus,
 )
 from postcall.store.idempotency import IdempotencyStore
+from postcall.store.retention import RetentionStore
 from postcall.store.units import UnitStore
 from postcall.store.webhooks_base import WebhookStore
 
@@ -43,9 +44,9 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(WebhookStore, IdempotencyStore, UnitStore, Protocol):
+class Store(WebhookStore, IdempotencyStore, UnitStore, RetentionStore, Protocol):
     """Records (recordings, transcriptions, API keys, idempotency keys), the job queue
-    with its chunk units, and the webhook outbox."""
+    with its chunk units, the webhook outbox, and what has outlived its retention."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:

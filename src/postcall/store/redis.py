@@ -31,17 +31,27 @@ the scripts as exact ``repr`` strings.
 
 Scripts touch keys they compute from hash contents, so this backend needs a single
 Redis (or a replicated primary), not Redis Cluster.
+
+Outages: a Redis that does not answer (stopped, restarting, still loading its data,
+a read-only replica after a failover) surfaces as ``StoreUnavailable`` from every
+public method (``_outages``); a client made from a URL gives up on a dead server
+within about a second (a short reconnecting retry, then the error) so that requests
+answer 503 at once rather than hang.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from postcall.domain import (
     Recording,
@@ -50,7 +60,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
-from postcall.errors import Conflict, LimitReached, NotFound, WorkerLost
+from postcall.errors import Conflict, LimitReached, NotFound, StoreUnavailable, WorkerLost
 from postcall.store import redis_lua as lua
 from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import (
@@ -70,12 +80,67 @@ from postcall.store.redis_webhooks import RedisWebhooks
 
 _GROUP = "workers"
 
+#: Errors that mean "Redis does not answer now", not "the request is wrong".
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,  # refused, reset, LOADING (BusyLoadingError), auth, too many
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica that was the primary before a failover
+)
+CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 10.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OUTAGE_ERRORS as exc:
+            raise StoreUnavailable(f"the store (Redis) does not answer: {exc}") from exc
+
+    return call
+
+
+def _outages(cls: C) -> C:
+    """Make every public method of ``cls`` (its mixins' too) raise ``StoreUnavailable``
+    instead of redis-py's connection errors."""
+    names = {
+        name
+        for klass in cls.__mro__
+        for name, attr in vars(klass).items()
+        if not name.startswith("_") and name != "close" and inspect.isfunction(attr)
+    }
+    for name in names:
+        setattr(cls, name, _translated(getattr(cls, name)))
+    return cls
+
+
+def _client(url: str) -> redis.Redis:
+    """A client that reconnects through a blip (a few tries over about a second) and
+    then reports the outage, instead of redis-py's default ten tries."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        health_check_interval=30,
+    )
+
 
 # Shared by every script. Pointers are dropped with pcall: a lost stream or group must
 # never stop a job from being completed, failed or deleted.
 def _esc(part: str) -> str:
     """Escape a key part that is followed by more parts, so ``:`` cannot forge a key."""
     return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _unesc(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%")
 
 
 def _num(value: float) -> str:
@@ -87,6 +152,7 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
+@_outages
 class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
     """The ``Store`` port on Redis (see the module docstring for the layout; chunk
     units: ``RedisUnitsMixin``)."""
@@ -99,7 +165,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
         namespace: str = "postcall",
     ) -> None:
         if isinstance(client_or_url, str):
-            self._client = redis.Redis.from_url(client_or_url, decode_responses=True)
+            self._client = _client(client_or_url)
             self._owns_client = True
         else:
             if not client_or_url.get_connection_kwargs().get("decode_responses"):
@@ -121,6 +187,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
         self._heartbeat = reg(lua.LIB + lua.HEARTBEAT)
         self._finish = reg(lua.LIB + whlua.EMIT + lua.FINISH)
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
+        self._prune_event = reg(whlua.PRUNE_EVENT)
         self._init_webhooks()
         self._init_idempotency()
         self._init_units()
@@ -353,6 +420,40 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
     def load_chunks(self, transcription_id: str) -> dict[int, str]:
         raw = cast(dict[str, str], self._client.hgetall(self._chunks(transcription_id)))
         return {int(k): v for k, v in raw.items()}
+
+    # --- retention -------------------------------------------------------------------
+    def expired_recordings(self, created_before: float, limit: int) -> list[tuple[str, str]]:
+        # Found by scanning the tenants' listing indexes: sweeps are rare, and so no
+        # index of its own has to be kept (or built for recordings made before it).
+        prefix = f"{self._ns}:recs:"
+        found: list[tuple[float, str, str]] = []
+        for key in self._client.scan_iter(match=prefix + "*", count=500):
+            tenant = _unesc(str(key)[len(prefix) :])
+            rows = cast(
+                list[tuple[str, float]],
+                self._client.zrangebyscore(
+                    key, "-inf", f"({_num(created_before)}", 0, limit, withscores=True
+                ),
+            )
+            found += [(score, tenant, rec_id) for rec_id, score in rows]
+        return [(tenant, rec_id) for _, tenant, rec_id in sorted(found)[:limit]]
+
+    def prune_webhooks(self, created_before: float, limit: int) -> int:
+        pruned = 0
+        for key in self._client.scan_iter(match=self._wh("evt", "*"), count=500):
+            if pruned >= limit:
+                break
+            event_id = str(key).rsplit(":", 1)[-1]
+            keys = [key, self._wh_pending, self._wh("evdl", event_id), self._wh("due")]
+            args = [
+                _num(created_before),
+                event_id,
+                self._wh("dl", ""),
+                self._wh("log", ""),
+                self._wh("epdl", ""),
+            ]
+            pruned += int(self._prune_event(keys, args))
+        return pruned
 
     # --- API keys --------------------------------------------------------------------
     def add_api_key(self, key_hash: str, *, name: str, tenant: str) -> None:

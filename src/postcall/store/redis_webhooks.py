@@ -25,6 +25,7 @@ from typing import Any, cast
 import redis
 
 from postcall.errors import Conflict, NotFound
+from postcall.sealing import SecretBox
 from postcall.store import redis_lua as lua
 from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import Page
@@ -56,6 +57,11 @@ class RedisWebhooks:
     _client: redis.Redis
     _ns: str
     _clock: Callable[[], float]
+
+    _box: SecretBox | None = None
+
+    def seal_secrets_with(self, box: SecretBox | None) -> None:
+        self._box = box
 
     def _init_webhooks(self) -> None:
         reg = self._client.register_script
@@ -110,7 +116,7 @@ class RedisWebhooks:
         return bool(self._wh_endpoint(keys, [tenant, mode, created, *fields]))
 
     def add_endpoint(self, endpoint: Endpoint) -> None:
-        flat = [p for kv in endpoint_fields(endpoint).items() for p in kv]
+        flat = [p for kv in endpoint_fields(endpoint, self._box).items() for p in kv]
         if not self._endpoint_op(endpoint.tenant, endpoint.id, "add", *flat):
             raise Conflict(f"webhook endpoint {endpoint.id!r} already exists")
 
@@ -118,15 +124,15 @@ class RedisWebhooks:
         row = self._hash(self._wh("ep", endpoint_id))
         if row.get("tenant") != tenant:
             raise NotFound(f"webhook endpoint {endpoint_id!r} not found")
-        return endpoint_from_row(row)
+        return endpoint_from_row(row, self._box)
 
     def list_endpoints(self, tenant: str) -> list[Endpoint]:
         ids = cast(list[str], self._client.zrange(self._wh("eps", _esc(tenant)), 0, -1))
         rows = [self._hash(self._wh("ep", i)) for i in ids]
-        return [endpoint_from_row(r) for r in rows if r.get("tenant") == tenant]
+        return [endpoint_from_row(r, self._box) for r in rows if r.get("tenant") == tenant]
 
     def save_endpoint(self, endpoint: Endpoint) -> None:
-        flat = [p for kv in endpoint_fields(endpoint).items() for p in kv]
+        flat = [p for kv in endpoint_fields(endpoint, self._box).items() for p in kv]
         if not self._endpoint_op(endpoint.tenant, endpoint.id, "save", *flat):
             raise NotFound(f"webhook endpoint {endpoint.id!r} not found")
 

@@ -137,3 +137,26 @@ else
 end
 return 1
 """
+
+
+# An event done with (fanned out, no delivery pending) and created before ARGV[1]: delete
+# it with its deliveries and their attempt logs. KEYS: event, pending, the event's
+# deliveries, due. ARGV: created before, event id, delivery, log and endpoint-listing
+# key prefixes.
+PRUNE_EVENT = """
+local created = tonumber(redis.call('HGET', KEYS[1], 'created_at'))
+if not created or created >= tonumber(ARGV[1]) then return 0 end
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
+local dls = redis.call('ZRANGE', KEYS[3], 0, -1)
+for _, d in ipairs(dls) do
+  if redis.call('HGET', ARGV[3] .. d, 'status') == 'pending' then return 0 end
+end
+for _, d in ipairs(dls) do
+  local ep = redis.call('HGET', ARGV[3] .. d, 'endpoint_id')
+  if ep then redis.call('ZREM', ARGV[5] .. ep, d) end
+  redis.call('ZREM', KEYS[4], d)
+  redis.call('DEL', ARGV[3] .. d, ARGV[4] .. d)
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+return 1
+"""

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS recordings_by_time ON recordings (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS recordings_by_age ON recordings (created_at);
 CREATE TABLE IF NOT EXISTS transcriptions (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -443,6 +444,36 @@ class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixi
             .fetchall()
         )
         return {int(r["idx"]): str(r["payload"]) for r in rows}
+
+    # --- retention ------------------------------------------------------------------------
+    def expired_recordings(self, created_before: float, limit: int) -> list[tuple[str, str]]:
+        rows = self._conn().execute(
+            "SELECT tenant, id FROM recordings WHERE created_at < ? ORDER BY created_at LIMIT ?",
+            (created_before, limit),
+        )
+        return [(str(r["tenant"]), str(r["id"])) for r in rows]
+
+    def prune_webhooks(self, created_before: float, limit: int) -> int:
+        with self._tx() as db:
+            ids = [
+                str(r["id"])
+                for r in db.execute(
+                    "SELECT e.id FROM webhook_events e WHERE e.pending = 0 AND e.created_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE"
+                    " d.tenant = e.tenant AND d.event_id = e.id AND d.status = 'pending')"
+                    " ORDER BY e.seq LIMIT ?",
+                    (created_before, limit),
+                )
+            ]
+            for event_id in ids:
+                db.execute(
+                    "DELETE FROM webhook_attempts WHERE delivery_id IN"
+                    " (SELECT id FROM webhook_deliveries WHERE event_id = ?)",
+                    (event_id,),
+                )
+                db.execute("DELETE FROM webhook_deliveries WHERE event_id = ?", (event_id,))
+                db.execute("DELETE FROM webhook_events WHERE id = ?", (event_id,))
+        return len(ids)
 
     # --- API keys -------------------------------------------------------------------------
     def add_api_key(self, key_hash: str, *, name: str, tenant: str) -> None:

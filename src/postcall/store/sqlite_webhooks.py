@@ -15,6 +15,7 @@ from typing import Any
 
 from postcall.domain import Recording
 from postcall.errors import NotFound
+from postcall.sealing import SecretBox
 from postcall.store.base import Page, ts_to_dt
 from postcall.store.webhooks_base import (
     GIVEN_UP,
@@ -112,6 +113,11 @@ class SqliteWebhooks:
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     # --- the outbox, written inside the caller's transaction ---------------------------
+    _box: SecretBox | None = None
+
+    def seal_secrets_with(self, box: SecretBox | None) -> None:
+        self._box = box
+
     def _emit(
         self,
         db: sqlite3.Connection,
@@ -203,7 +209,7 @@ class SqliteWebhooks:
 
     # --- endpoints --------------------------------------------------------------------
     def add_endpoint(self, endpoint: Endpoint) -> None:
-        fields = endpoint_fields(endpoint)
+        fields = endpoint_fields(endpoint, self._box)
         with self._tx() as db:
             db.execute(
                 f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}) VALUES"
@@ -221,7 +227,7 @@ class SqliteWebhooks:
         )
         if row is None:
             raise NotFound(f"webhook endpoint {endpoint_id!r} not found")
-        return endpoint_from_row(dict(row))
+        return endpoint_from_row(dict(row), self._box)
 
     def list_endpoints(self, tenant: str) -> list[Endpoint]:
         rows = (
@@ -231,10 +237,10 @@ class SqliteWebhooks:
             )
             .fetchall()
         )
-        return [endpoint_from_row(dict(r)) for r in rows]
+        return [endpoint_from_row(dict(r), self._box) for r in rows]
 
     def save_endpoint(self, endpoint: Endpoint) -> None:
-        fields = endpoint_fields(endpoint)
+        fields = endpoint_fields(endpoint, self._box)
         sets = ", ".join(f"{k}=?" for k in fields if k not in ("id", "tenant"))
         values = [v for k, v in fields.items() if k not in ("id", "tenant")]
         with self._tx() as db:

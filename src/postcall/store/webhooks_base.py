@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from postcall.domain import new_id
+from postcall.sealing import seal, unseal
 from postcall.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 
 if TYPE_CHECKING:
+    from postcall.sealing import SecretBox
     from postcall.store.base import Page
 
 
@@ -29,6 +31,10 @@ def ts_to_dt(ts: float) -> datetime:
 
 class WebhookStore(Protocol):
     """Webhook endpoints, the outbox of events and their deliveries."""
+
+    def seal_secrets_with(self, box: SecretBox | None) -> None:
+        """From now on keep endpoints' signing secrets sealed with ``box`` (None: in the
+        clear); secrets stored in the clear before are still read."""
 
     # --- endpoints ----------------------------------------------------------------
     def add_endpoint(self, endpoint: Endpoint) -> None:
@@ -110,38 +116,46 @@ def new_delivery_id() -> str:
     return new_id("msg")
 
 
-def endpoint_from_row(row: Mapping[str, Any]) -> Endpoint:
+def _secret_context(tenant: str, endpoint_id: str) -> str:
+    return f"webhook-endpoint:{tenant}:{endpoint_id}"
+
+
+def endpoint_from_row(row: Mapping[str, Any], box: SecretBox | None = None) -> Endpoint:
     prev_exp = row.get("previous_expires")
+    context = _secret_context(str(row["tenant"]), str(row["id"]))
+    previous = str(row["previous_secret"]) if row.get("previous_secret") else None
     return Endpoint(
         id=str(row["id"]),
         tenant=str(row["tenant"]),
         url=str(row["url"]),
         events=tuple(json.loads(str(row["events"]))),
-        secret=str(row["secret"]),
+        secret=unseal(box, str(row["secret"]), context),
         created_at=ts_to_dt(float(row["created_at"])),
         updated_at=ts_to_dt(float(row["updated_at"])),
         enabled=str(row["enabled"]) in ("1", "True", "true"),
         disabled_reason=str(row["disabled_reason"]) if row.get("disabled_reason") else None,
         description=str(row.get("description") or ""),
-        previous_secret=str(row["previous_secret"]) if row.get("previous_secret") else None,
+        previous_secret=unseal(box, previous, context) if previous else None,
         previous_expires_at=ts_to_dt(float(prev_exp)) if prev_exp not in (None, "") else None,
     )
 
 
-def endpoint_fields(e: Endpoint) -> dict[str, str]:
-    """An endpoint as flat string fields (a Redis hash; SQLite binds the same values)."""
+def endpoint_fields(e: Endpoint, box: SecretBox | None = None) -> dict[str, str]:
+    """An endpoint as flat string fields (a Redis hash; SQLite binds the same values),
+    its secrets sealed with ``box`` when there is one."""
+    context = _secret_context(e.tenant, e.id)
     return {
         "id": e.id,
         "tenant": e.tenant,
         "url": e.url,
         "events": json.dumps(list(e.events)),
-        "secret": e.secret,
+        "secret": seal(box, e.secret, context),
         "created_at": repr(e.created_at.timestamp()),
         "updated_at": repr(e.updated_at.timestamp()),
         "enabled": "1" if e.enabled else "0",
         "disabled_reason": e.disabled_reason or "",
         "description": e.description,
-        "previous_secret": e.previous_secret or "",
+        "previous_secret": seal(box, e.previous_secret or "", context),
         "previous_expires": (
             repr(e.previous_expires_at.timestamp()) if e.previous_expires_at else ""
         ),
