@@ -149,6 +149,10 @@ def recording_tracks(recording: Recording) -> tuple[Track, ...]:
     return ()
 
 
+STARTED_AT_YEARS = (1970, 2100)
+"""The years a recording's ``started_at`` may lie in."""
+
+
 def started_at_from_metadata(metadata: Mapping[str, Any]) -> datetime | None:
     """``metadata["started_at"]`` (ISO 8601) as an aware time, if present and valid."""
     raw = metadata.get("started_at")
@@ -156,9 +160,13 @@ def started_at_from_metadata(metadata: Mapping[str, Any]) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # Refused on upload (postcall.metadata); a time stored before that is ignored, since
+    # adding a recording's length to it could leave the calendar.
+    return value if STARTED_AT_YEARS[0] <= value.year <= STARTED_AT_YEARS[1] else None
 
 
 def default_speaker(metadata: Mapping[str, Any]) -> str:

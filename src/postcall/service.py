@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from postcall.errors import (
     PostcallError,
 )
 from postcall.languages import normalize_language
+from postcall.metadata import MAX_METADATA_BYTES, check_metadata
 from postcall.speakers import resolve_mode
 from postcall.store.base import Page, Store
 
@@ -71,6 +73,7 @@ RENDERED_FORMATS = ("recall",)
 class Limits:
     max_upload_bytes: int = 2 * 1024**3
     max_duration_s: float = 4 * 3600.0
+    max_metadata_bytes: int = MAX_METADATA_BYTES
 
 
 class _CappedReader:
@@ -132,6 +135,8 @@ def validate_metadata(metadata: Mapping[str, Any], media: MediaInfo) -> None:
                 str(event["participant_id"])
             except (TypeError, KeyError, ValueError):
                 raise bad("each speaker_timeline event needs participant_id, start, end") from None
+            if not (math.isfinite(start) and math.isfinite(end)):
+                raise bad("speaker_timeline times must be finite numbers of seconds")
             if not 0 <= start <= end:
                 raise bad(f"speaker_timeline event {start}-{end} has its end before its start")
 
@@ -189,6 +194,7 @@ class Service:
         file in order, ``participant_id`` and ``offset`` in seconds on the recording's
         timeline). Nothing is kept if any part is refused."""
         rec_id = self._new_recording_id(tenant, recording_id)
+        self._check_metadata(metadata)
         if tracks is not None and len(tracks) != len(uploads):
             raise InvalidInput(
                 f"{len(uploads)} files but {len(tracks)} tracks: give one track per file",
@@ -257,6 +263,7 @@ class Service:
         an upload. postcall does not own it: deleting the recording leaves it in place.
         """
         rec_id = self._new_recording_id(tenant, recording_id)
+        self._check_metadata(metadata)
         key = self.blobs.resolve_external(object_key)
         with self.blobs.local_file(key) as path:
             size = path.stat().st_size
@@ -298,6 +305,11 @@ class Service:
                 f"{self.limits.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
             )
         validate_metadata(metadata or {}, media)
+
+    def _check_metadata(self, metadata: Mapping[str, Any] | None) -> None:
+        """Refuse metadata that could not be stored and rendered back (422 on its field)."""
+        if metadata is not None:
+            check_metadata(metadata, max_bytes=self.limits.max_metadata_bytes)
 
     def _ensure_free(self, tenant: str, recording_id: str) -> None:
         try:
@@ -347,6 +359,7 @@ class Service:
         has at most ``max_transcripts_per_recording`` transcriptions (``LimitReached``).
         ``requested`` is kept to be echoed back (see ``TranscriptionOptions``).
         """
+        self._check_metadata(metadata)
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidInput(
                 f"prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}",

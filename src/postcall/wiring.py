@@ -143,7 +143,9 @@ def build(
         store,
         blobs,
         limits=Limits(
-            max_upload_bytes=settings.max_upload_bytes, max_duration_s=settings.max_duration_s
+            max_upload_bytes=settings.max_upload_bytes,
+            max_duration_s=settings.max_duration_s,
+            max_metadata_bytes=settings.max_metadata_bytes,
         ),
         default_language=settings.default_language,
         on_enqueue=workers.notify if workers is not None else None,

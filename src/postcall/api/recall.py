@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from postcall import formats
 from postcall.api.deps import Svc, Tenant, components, transcription_enabled
 from postcall.api.idempotency import idempotent
+from postcall.api.middleware import StrictJsonRoute
 from postcall.api.schemas import error_responses, iso
 from postcall.domain import Transcription, TranscriptionStatus
 from postcall.errors import NotFound, Unsupported
@@ -41,6 +42,7 @@ _CODES: dict[TranscriptionStatus, StatusCode] = {
 }
 
 router = APIRouter(
+    route_class=StrictJsonRoute,
     prefix="/api/v1",
     tags=["Recall-compatible"],
     dependencies=[Depends(transcription_enabled)],

@@ -28,6 +28,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
+from postcall.metadata import renderable
 from postcall.store.idempotency import IdempotencyStore
 from postcall.store.units import UnitStore
 from postcall.store.webhooks_base import WebhookStore
@@ -204,7 +205,7 @@ def transcription_from_row(row: Mapping[str, Any]) -> Transcription:
         attempts=int(row["attempts"]),
         result=result_from_json(row.get("result")),
         error=error,
-        metadata=json.loads(str(row.get("metadata") or "{}")),
+        metadata=renderable(str(row.get("metadata") or "{}")),
     )
 
 
@@ -219,7 +220,7 @@ def recording_from_row(row: Mapping[str, Any]) -> Recording:
         content_type=str(row["content_type"]),
         size=int(row["size"]),
         media=media,
-        metadata=json.loads(str(row["metadata"])),
+        metadata=renderable(str(row["metadata"])),
         tracks=tracks,
     )
 
