@@ -219,7 +219,7 @@ def transcribe(
     from postcall.domain import default_speaker, new_id
     from postcall.engines.base import EngineOptions
     from postcall.errors import PostcallError
-    from postcall.languages import normalize_language
+    from postcall.languages import english_only_model, language_for_model, normalize_language
     from postcall.pipeline import ChunkResult, assemble, transcribe_media
 
     settings = Settings(**({"whisper_model": model} if model else {}))  # type: ignore[arg-type]
@@ -233,7 +233,11 @@ def transcribe(
     if format not in formats.FORMATS:
         raise _fail(f"unknown format {format!r}: use one of {', '.join(formats.FORMATS)}")
     try:
-        lang = normalize_language(language, settings.default_language)
+        lang = language_for_model(
+            normalize_language(language, settings.default_language),
+            model=settings.whisper_model,
+            english_only=english_only_model(settings.whisper_model),
+        )
     except ValueError as exc:
         raise _fail(str(exc)) from None
     engine = wiring.build_engine(settings)

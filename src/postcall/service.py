@@ -37,7 +37,7 @@ from postcall.errors import (
     PayloadTooLarge,
     PostcallError,
 )
-from postcall.languages import normalize_language
+from postcall.languages import language_for_model, normalize_language
 from postcall.metadata import MAX_METADATA_BYTES, check_metadata
 from postcall.speakers import resolve_mode
 from postcall.store.base import Page, Store
@@ -153,8 +153,14 @@ class Service:
         default_language: str | None = "en",
         on_enqueue: Callable[[], None] | None = None,
         max_transcripts_per_recording: int | None = 10,
+        model: str = "base",
+        english_only: bool = False,
     ) -> None:
+        """``model`` is WHISPER_MODEL; ``english_only`` whether it only speaks English
+        (``languages.english_only_model``): then any other language is refused at once."""
         self.store = store
+        self.model = model
+        self.english_only = english_only
         self.blobs = blobs
         self.limits = limits or Limits()
         self.default_language = default_language
@@ -369,6 +375,10 @@ class Service:
             lang = normalize_language(language, self.default_language)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="language") from None
+        try:
+            lang = language_for_model(lang, model=self.model, english_only=self.english_only)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="language", code="unsupported_language") from None
         low, high = min_speakers or 1, max_speakers
         if high is not None and low > high:
             raise InvalidInput(

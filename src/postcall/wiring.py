@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from postcall.blobs.base import BlobStore
 from postcall.delivery import Dispatcher, DispatcherConfig
 from postcall.engines.base import Engine
+from postcall.languages import english_only_model, language_for_model
 from postcall.outbound import OutboundPolicy, parse_networks
 from postcall.service import Limits, Service
 from postcall.settings import Settings
@@ -128,6 +129,13 @@ def build(
     concurrency: int = 1,
 ) -> Components:
     """Everything a process needs; ``with_worker`` adds ``concurrency`` in-process workers."""
+    english_only = english_only_model(settings.whisper_model)
+    try:
+        language_for_model(
+            settings.default_language, model=settings.whisper_model, english_only=english_only
+        )
+    except ValueError as exc:
+        raise ValueError(f"STT_LANGUAGE={settings.stt_language}: {exc}") from None
     store = build_store(settings)
     blobs = build_blobs(settings)
     workers = None
@@ -150,6 +158,8 @@ def build(
         default_language=settings.default_language,
         on_enqueue=workers.notify if workers is not None else None,
         max_transcripts_per_recording=settings.max_transcripts_per_recording,
+        model=settings.whisper_model,
+        english_only=english_only,
     )
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     transcripts = Transcripts(service, ttl_s=settings.download_url_ttl_s, secret=secret)

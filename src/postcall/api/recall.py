@@ -26,8 +26,9 @@ from postcall.api.idempotency import idempotent
 from postcall.api.middleware import StrictJsonRoute
 from postcall.api.schemas import error_responses, iso
 from postcall.domain import Transcription, TranscriptionStatus
-from postcall.errors import NotFound, Unsupported
+from postcall.errors import InvalidInput, NotFound, Unsupported
 from postcall.languages import normalize_language
+from postcall.service import Service
 from postcall.transcripts import Transcripts, speaker_mode
 
 PROVIDER = "postcall"
@@ -209,6 +210,16 @@ def _recording_metadata(svc: Any, tenant: str, recording_id: str) -> Mapping[str
         return {}
 
 
+def _request(svc: Service, *args: Any, **kwargs: Any) -> Transcription:
+    """``request_transcription``, with a refused language named as this API names it."""
+    try:
+        return svc.request_transcription(*args, **kwargs)
+    except InvalidInput as exc:
+        if exc.field == "language":
+            exc.field = f"provider.{PROVIDER}.language"
+        raise
+
+
 # --- routes --------------------------------------------------------------------------------
 @router.post(
     "/recording/{recording_id}/create_transcript/",
@@ -228,7 +239,8 @@ async def create_transcript(
 
     def create() -> dict[str, Any]:
         recording = svc.get_recording(tenant, recording_id)
-        t = svc.request_transcription(
+        t = _request(
+            svc,
             tenant,
             recording_id,
             language=options["language"],
