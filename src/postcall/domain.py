@@ -339,3 +339,23 @@ class TranscriptDocument:
 def label_segments(segments: Sequence[Segment], speaker: str) -> tuple[Segment, ...]:
     """Give every segment without a speaker the ``speaker`` label."""
     return tuple(s if s.speaker else replace(s, speaker=speaker) for s in segments)
+
+
+def key_id(key_hash: str) -> str:
+    """An API key's public id: a prefix of its hash (names a key without revealing it)."""
+    return f"key_{key_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key: its hash (never the key), label, tenant and use."""
+
+    key_hash: str
+    name: str
+    tenant: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return key_id(self.key_hash)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from postcall.domain import (
+    ApiKey,
     AudioStreamInfo,
     MediaInfo,
     Recording,
@@ -144,6 +145,22 @@ class Store(WebhookStore, IdempotencyStore, UnitStore, Protocol):
         """The tenant of a stored key hash, or None."""
         ...
 
+    def get_api_key(self, key_hash: str) -> ApiKey | None:
+        """The stored key with this hash, or None (revoked or never created)."""
+        ...
+
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every stored key, oldest first."""
+        ...
+
+    def touch_api_key(self, key_hash: str) -> None:
+        """Record that the key was used now (nothing if it no longer exists)."""
+
+    def delete_api_key(self, key_hash: str) -> bool:
+        """Revoke a key: True when it existed. Every process sees it at once (keys are
+        looked up on each request, never cached)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
 
@@ -222,6 +239,18 @@ def recording_from_row(row: Mapping[str, Any]) -> Recording:
         media=media,
         metadata=renderable(str(row["metadata"])),
         tracks=tracks,
+    )
+
+
+def api_key_from_row(row: Mapping[str, Any]) -> ApiKey:
+    """Build an ApiKey from a backend's flat record (SQL row or Redis hash)."""
+    used = row.get("last_used_at")
+    return ApiKey(
+        key_hash=str(row["key_hash"]),
+        name=str(row["name"]),
+        tenant=str(row["tenant"]),
+        created_at=ts_to_dt(float(row["created_at"])),
+        last_used_at=ts_to_dt(float(used)) if used not in (None, "") else None,
     )
 
 
