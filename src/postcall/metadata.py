@@ -246,5 +246,8 @@ def _cleaned(value: Any, depth: int) -> Any:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _fixed(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
+    return _SURROGATE.sub("\ufffd", text)
