@@ -221,11 +221,17 @@ def renderable(raw: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         return {}
+    return renderable_object(value)
+
+
+def renderable_object(value: dict[str, Any]) -> dict[str, Any]:
+    """A stored object as it can be rendered: itself when it keeps the rules, else with
+    odd values replaced (null for NaN or what nests too deep, U+FFFD for surrogates)."""
     try:
         check_value(value, "")
         return value
     except InvalidInput:
-        log.warning("stored metadata breaks the metadata rules; odd values shown as null")
+        log.warning("stored client JSON breaks the rules; odd values shown as null")
     cleaned = _cleaned(value, 0)
     return cleaned if isinstance(cleaned, dict) else {}
 

@@ -388,6 +388,20 @@ def test_hostile_request_gets_a_specific_4xx(
     assert_reads_work(world)
 
 
+def test_a_refused_request_can_be_retried_with_its_idempotency_key(world: World) -> None:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "retry-nan-1"}
+    url = f"/api/v1/recording/{world.recording}/create_transcript/"
+    body = b'{"metadata": {"score": NaN}}'
+    for _ in range(2):  # never a 409: nothing was stored the first time
+        r = world.client.post(url, content=body, headers=headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "metadata.score"
+    for _ in range(2):
+        r = upload(world.client, world.wav, metadata='{"a": NaN}', id="retry-1")
+        assert r.status_code == 422 and r.json()["error"]["field"] == "metadata.a", r.text
+    assert world.client.get("/v1/recordings/retry-1").status_code == 404
+
+
 def test_there_are_enough_cases() -> None:
     assert len(CASES) >= 40
 
@@ -445,6 +459,23 @@ def test_metadata_stored_before_the_rules_still_renders(world: World) -> None:
     assert recall_doc.status_code == 200, recall_doc.text
     words = [w for block in recall_doc.json() for w in block["words"]]
     assert words and all(w["start_timestamp"]["absolute"] is None for w in words)
+
+    made = world.client.post(f"/api/v1/recording/{rec_id}/create_transcript/", json={})
+    assert made.status_code == 200, made.text
+    with sqlite3.connect(world.comps.settings.data_dir / "postcall.db") as db:
+        (options,) = db.execute(
+            "SELECT options FROM transcriptions WHERE id=?", (made.json()["id"],)
+        ).fetchone()
+        echoed = {**json.loads(options), "requested": {"provider": {"postcall": {"x": odd}}}}
+        db.execute(
+            "UPDATE transcriptions SET options=?, metadata=? WHERE id=?",
+            (json.dumps(echoed), raw, made.json()["id"]),
+        )
+    db.close()
+    shown = world.client.get(f"/api/v1/transcript/{made.json()['id']}/")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["provider"]["postcall"]["x"]["nan"] is None
+    assert shown.json()["metadata"]["inf"] == [None]
     assert_reads_work(world)
 
 

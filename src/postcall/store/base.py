@@ -29,7 +29,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
-from postcall.metadata import renderable
+from postcall.metadata import renderable, renderable_object
 from postcall.store.idempotency import IdempotencyStore
 from postcall.store.units import UnitStore
 from postcall.store.webhooks_base import WebhookStore
@@ -194,6 +194,8 @@ def options_to_json(options: TranscriptionOptions) -> str:
 def options_from_json(raw: str) -> TranscriptionOptions:
     data = json.loads(raw)
     data["speakers"] = SpeakerMode(data.get("speakers", SpeakerMode.AUTO))
+    if isinstance(data.get("requested"), dict):  # echoed back: must render
+        data["requested"] = renderable_object(data["requested"])
     return TranscriptionOptions(**data)
 
 
