@@ -36,7 +36,7 @@ def _logging(level: str) -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -193,14 +193,118 @@ def keys_create(
     """Create an API key; it is printed once and stored only as a hash."""
     from postcall import wiring
     from postcall.api.deps import hash_key
+    from postcall.domain import key_id
 
     settings = Settings()
     store = wiring.build_store(settings)
     key = "pc_" + secrets.token_urlsafe(32)
     store.add_api_key(hash_key(key), name=name, tenant=tenant)
     store.close()
-    err.print(f"created key {name!r} for tenant {tenant!r}; it is shown only this once:")
+    err.print(
+        f"created key {name!r} ({key_id(hash_key(key))}) for tenant {tenant!r}; "
+        "it is shown only this once:"
+    )
     typer.echo(key)
+
+
+@keys.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
+) -> None:
+    """List API keys: id, name, tenant, created, last used (never the key itself).
+
+    Keys in POSTCALL_API_KEYS (as set for this command) are listed as ``env #1``… with
+    source ``env``: postcall does not store them, so they have no creation or use times.
+    Last use is recorded at most once a minute per key."""
+    import json
+
+    from postcall import wiring
+    from postcall.api.deps import DEFAULT_TENANT, hash_key
+    from postcall.domain import key_id
+
+    settings = Settings()
+    store = wiring.build_store(settings)
+    try:
+        stored = store.list_api_keys()
+    finally:
+        store.close()
+    rows = [
+        {
+            "id": k.id,
+            "name": k.name,
+            "tenant": k.tenant,
+            "created_at": k.created_at.isoformat(),
+            "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+            "source": "store",
+        }
+        for k in stored
+    ]
+    rows += [
+        {
+            "id": key_id(hash_key(static)),
+            "name": f"env #{i}",
+            "tenant": DEFAULT_TENANT,
+            "created_at": None,
+            "last_used_at": None,
+            "source": "env",
+        }
+        for i, static in enumerate(settings.static_api_keys, start=1)
+    ]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    from rich.table import Table
+
+    def when(value: object) -> str:
+        return str(value)[:19].replace("T", " ") + "Z" if value else "-"
+
+    table = Table("id", "name", "tenant", "created (UTC)", "last used (UTC)", "source")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            str(row["name"]),
+            str(row["tenant"]),
+            when(row["created_at"]),
+            when(row["last_used_at"]),
+            str(row["source"]),
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@keys.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id (key_…, from 'keys list') or name.")],
+) -> None:
+    """Revoke a stored API key by id or name; every API process refuses it from its next
+    request. A name shared by several keys is refused: revoke them by id."""
+    from postcall import wiring
+    from postcall.api.deps import hash_key
+    from postcall.domain import key_id
+
+    settings = Settings()
+    if key in {key_id(hash_key(s)) for s in settings.static_api_keys}:
+        raise _fail(
+            f"{key} is configured in POSTCALL_API_KEYS, not stored: remove it there and "
+            "restart the API processes"
+        )
+    store = wiring.build_store(settings)
+    try:
+        stored = store.list_api_keys()
+        matches = [k for k in stored if k.id == key] or [k for k in stored if k.name == key]
+        if not matches:
+            raise _fail(f"no stored key has the id or name {key!r} (see 'postcall keys list')")
+        if len(matches) > 1:
+            ids = ", ".join(k.id for k in matches)
+            raise _fail(f"{len(matches)} keys are named {key!r} ({ids}): revoke one by its id")
+        target = matches[0]
+        if not store.delete_api_key(target.key_hash):
+            raise _fail(f"key {target.id} was revoked meanwhile")
+    finally:
+        store.close()
+    err.print(
+        f"revoked key {target.id} ({target.name!r}, tenant {target.tenant!r})", soft_wrap=True
+    )
 
 
 @app.command()
@@ -222,7 +326,7 @@ def transcribe(
     from postcall.domain import default_speaker, new_id
     from postcall.engines.base import EngineOptions
     from postcall.errors import PostcallError
-    from postcall.languages import normalize_language
+    from postcall.languages import english_only_model, language_for_model, normalize_language
     from postcall.pipeline import ChunkResult, assemble, transcribe_media
 
     settings = Settings(**({"whisper_model": model} if model else {}))  # type: ignore[arg-type]
@@ -236,7 +340,11 @@ def transcribe(
     if format not in formats.FORMATS:
         raise _fail(f"unknown format {format!r}: use one of {', '.join(formats.FORMATS)}")
     try:
-        lang = normalize_language(language, settings.default_language)
+        lang = language_for_model(
+            normalize_language(language, settings.default_language),
+            model=settings.whisper_model,
+            english_only=english_only_model(settings.whisper_model),
+        )
     except ValueError as exc:
         raise _fail(str(exc)) from None
     engine = wiring.build_engine(settings)

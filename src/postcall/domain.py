@@ -149,6 +149,10 @@ def recording_tracks(recording: Recording) -> tuple[Track, ...]:
     return ()
 
 
+STARTED_AT_YEARS = (1970, 2100)
+"""The years a recording's ``started_at`` may lie in."""
+
+
 def started_at_from_metadata(metadata: Mapping[str, Any]) -> datetime | None:
     """``metadata["started_at"]`` (ISO 8601) as an aware time, if present and valid."""
     raw = metadata.get("started_at")
@@ -156,9 +160,13 @@ def started_at_from_metadata(metadata: Mapping[str, Any]) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # Refused on upload (postcall.metadata); a time stored before that is ignored, since
+    # adding a recording's length to it could leave the calendar.
+    return value if STARTED_AT_YEARS[0] <= value.year <= STARTED_AT_YEARS[1] else None
 
 
 def default_speaker(metadata: Mapping[str, Any]) -> str:
@@ -331,3 +339,23 @@ class TranscriptDocument:
 def label_segments(segments: Sequence[Segment], speaker: str) -> tuple[Segment, ...]:
     """Give every segment without a speaker the ``speaker`` label."""
     return tuple(s if s.speaker else replace(s, speaker=speaker) for s in segments)
+
+
+def key_id(key_hash: str) -> str:
+    """An API key's public id: a prefix of its hash (names a key without revealing it)."""
+    return f"key_{key_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key: its hash (never the key), label, tenant and use."""
+
+    key_hash: str
+    name: str
+    tenant: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return key_id(self.key_hash)

@@ -165,7 +165,12 @@ def to_recall(doc: TranscriptDocument) -> str:
     by_name = {p.name: p for p in doc.participants}
 
     def stamp(t: float) -> dict[str, Any]:
-        absolute = (doc.started_at + timedelta(seconds=t)).isoformat() if doc.started_at else None
+        absolute = None
+        if doc.started_at is not None:
+            try:
+                absolute = (doc.started_at + timedelta(seconds=t)).isoformat()
+            except OverflowError:  # a start time at the calendar's edge (stored long ago)
+                absolute = None
         return {"relative": round(t, 3), "absolute": absolute}
 
     blocks: list[dict[str, Any]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,8 @@ from postcall.errors import (
     StoreUnavailable,
     Unavailable,
 )
-from postcall.languages import normalize_language
+from postcall.languages import language_for_model, normalize_language
+from postcall.metadata import MAX_METADATA_BYTES, check_metadata
 from postcall.retention import Retention
 from postcall.speakers import resolve_mode
 from postcall.store.base import Page, Store
@@ -82,6 +84,7 @@ def _document_keys(transcription_id: str) -> list[str]:
 class Limits:
     max_upload_bytes: int = 2 * 1024**3
     max_duration_s: float = 4 * 3600.0
+    max_metadata_bytes: int = MAX_METADATA_BYTES
 
 
 class _CappedReader:
@@ -160,6 +163,8 @@ def validate_metadata(metadata: Mapping[str, Any], media: MediaInfo) -> None:
                 str(event["participant_id"])
             except (TypeError, KeyError, ValueError):
                 raise bad("each speaker_timeline event needs participant_id, start, end") from None
+            if not (math.isfinite(start) and math.isfinite(end)):
+                raise bad("speaker_timeline times must be finite numbers of seconds")
             if not 0 <= start <= end:
                 raise bad(f"speaker_timeline event {start}-{end} has its end before its start")
 
@@ -177,8 +182,14 @@ class Service:
         on_enqueue: Callable[[], None] | None = None,
         max_transcripts_per_recording: int | None = 10,
         retention: Retention | None = None,
+        model: str = "base",
+        english_only: bool = False,
     ) -> None:
+        """``model`` is WHISPER_MODEL; ``english_only`` whether it only speaks English
+        (``languages.english_only_model``): then any other language is refused at once."""
         self.store = store
+        self.model = model
+        self.english_only = english_only
         self.blobs = blobs
         self.retention = retention or Retention()
         self.limits = limits or Limits()
@@ -219,6 +230,7 @@ class Service:
         file in order, ``participant_id`` and ``offset`` in seconds on the recording's
         timeline). Nothing is kept if any part is refused."""
         self._new_recording_id(tenant, recording_id)  # a bad or taken id: before storing
+        self._check_metadata(metadata)
         if tracks is not None and len(tracks) != len(uploads):
             raise _track_count(len(uploads), len(tracks))
         stored: list[StoredUpload] = []
@@ -268,6 +280,7 @@ class Service:
             rec_id = self._new_recording_id(tenant, recording_id)
             if tracks is not None and len(tracks) != len(uploads):
                 raise _track_count(len(uploads), len(tracks))
+            self._check_metadata(metadata)
             media = uploads[0].media
             made: tuple[Track, ...] = ()
             if tracks is not None:
@@ -328,6 +341,7 @@ class Service:
         an upload. postcall does not own it: deleting the recording leaves it in place.
         """
         rec_id = self._new_recording_id(tenant, recording_id)
+        self._check_metadata(metadata)
         key = self.blobs.resolve_external(object_key)
         with self.blobs.local_file(key) as path:
             size = path.stat().st_size
@@ -398,6 +412,11 @@ class Service:
                 f"{self.limits.max_duration_s:.0f} s (POSTCALL_MAX_DURATION_S)"
             )
         validate_metadata(metadata or {}, media)
+
+    def _check_metadata(self, metadata: Mapping[str, Any] | None) -> None:
+        """Refuse metadata that could not be stored and rendered back (422 on its field)."""
+        if metadata is not None:
+            check_metadata(metadata, max_bytes=self.limits.max_metadata_bytes)
 
     def _ensure_free(self, tenant: str, recording_id: str) -> None:
         try:
@@ -483,6 +502,7 @@ class Service:
         has at most ``max_transcripts_per_recording`` transcriptions (``LimitReached``).
         ``requested`` is kept to be echoed back (see ``TranscriptionOptions``).
         """
+        self._check_metadata(metadata)
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidInput(
                 f"prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}",
@@ -492,6 +512,10 @@ class Service:
             lang = normalize_language(language, self.default_language)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="language") from None
+        try:
+            lang = language_for_model(lang, model=self.model, english_only=self.english_only)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="language", code="unsupported_language") from None
         low, high = min_speakers or 1, max_speakers
         if high is not None and low > high:
             raise InvalidInput(

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="Comma-separated API keys accepted besides stored ones.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted upload (bytes).")
     max_duration_s: float = Field(4 * 3600.0, description="Longest accepted recording (s).")
+    max_metadata_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest metadata object of a recording or transcript (bytes of JSON); "
+        "metadata also nests at most 32 levels, with finite numbers and valid text.",
+    )
     whisper_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Inference device; auto picks CUDA when present."
     )

@@ -10,6 +10,7 @@ from postcall.blobs.base import BlobStore
 from postcall.delivery import Dispatcher, DispatcherConfig
 from postcall.domain import Transcription
 from postcall.engines.base import Engine
+from postcall.languages import english_only_model, language_for_model
 from postcall.outbound import OutboundPolicy, parse_networks
 from postcall.retention import Retention, Sweeper
 from postcall.sealing import SecretBox
@@ -148,6 +149,13 @@ def build(
     concurrency: int = 1,
 ) -> Components:
     """Everything a process needs; ``with_worker`` adds ``concurrency`` in-process workers."""
+    english_only = english_only_model(settings.whisper_model)
+    try:
+        language_for_model(
+            settings.default_language, model=settings.whisper_model, english_only=english_only
+        )
+    except ValueError as exc:
+        raise ValueError(f"STT_LANGUAGE={settings.stt_language}: {exc}") from None
     store = build_store(settings)
     blobs = build_blobs(settings)
     kept = retention(settings)
@@ -155,11 +163,15 @@ def build(
         store,
         blobs,
         limits=Limits(
-            max_upload_bytes=settings.max_upload_bytes, max_duration_s=settings.max_duration_s
+            max_upload_bytes=settings.max_upload_bytes,
+            max_duration_s=settings.max_duration_s,
+            max_metadata_bytes=settings.max_metadata_bytes,
         ),
         default_language=settings.default_language,
         max_transcripts_per_recording=settings.max_transcripts_per_recording,
         retention=kept,
+        model=settings.whisper_model,
+        english_only=english_only,
     )
     workers = None
     if with_worker:

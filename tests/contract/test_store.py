@@ -441,3 +441,49 @@ def test_a_job_lost_for_good_leaves_the_queue(store: Store, clock: Clock) -> Non
     assert not store.complete(t.id, "w1", RESULT)
     assert store.queue_depth() == 0
     assert store.claim("w3", lease_s=10, max_attempts=3) is None
+
+
+def test_api_keys_are_listed_touched_and_revoked(make_store: StoreFactory) -> None:
+    clock = Clock()
+    store = make_store(clock)
+    store.add_api_key("a" * 64, name="ci", tenant="acme")
+    clock.advance(5)
+    store.add_api_key("b" * 64, name="bot", tenant="globex")
+    listed = store.list_api_keys()
+    assert [(k.name, k.tenant, k.id) for k in listed] == [
+        ("ci", "acme", "key_aaaaaaaaaaaa"),
+        ("bot", "globex", "key_bbbbbbbbbbbb"),
+    ]
+    assert listed[0].created_at.timestamp() == 1_700_000_000.0
+    assert all(k.last_used_at is None for k in listed)
+    clock.advance(60)
+    store.touch_api_key("a" * 64)
+    used = store.get_api_key("a" * 64)
+    assert used is not None and used.last_used_at is not None
+    assert used.last_used_at.timestamp() == clock.now
+    assert store.delete_api_key("a" * 64) is True
+    assert store.delete_api_key("a" * 64) is False
+    assert store.get_api_key("a" * 64) is None and store.tenant_for_key("a" * 64) is None
+    store.touch_api_key("a" * 64)  # a late touch must not bring a revoked key back
+    assert store.get_api_key("a" * 64) is None
+    assert [k.name for k in store.list_api_keys()] == ["bot"]
+
+
+def test_a_key_table_from_before_last_use_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE api_keys (key_hash TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "tenant TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO api_keys VALUES (?,?,?,?)", ("c" * 64, "old", "acme", 1.0))
+    db.close()
+    store = SqliteStore(path)
+    try:
+        store.touch_api_key("c" * 64)
+        key = store.get_api_key("c" * 64)
+        assert key is not None and key.name == "old" and key.last_used_at is not None
+    finally:
+        store.close()

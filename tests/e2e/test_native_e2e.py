@@ -219,3 +219,21 @@ def test_deleting_a_recording_removes_its_files(client: httpx.Client, testdata: 
     assert client.delete(f"/v1/recordings/{rec['id']}").status_code == 204
     assert client.get(f"/v1/transcriptions/{tr_id}").status_code == 404
     assert client.get(f"/v1/recordings/{rec['id']}").status_code == 404
+
+
+def test_english_only_model_refuses_other_languages(client: httpx.Client, testdata: Path) -> None:
+    """The bundled tiny.en only speaks English: German is refused at request time on both
+    APIs (the API process reads the model's vocabulary, it never loads the model)."""
+    rec = upload(client, testdata / "jfk.flac").json()
+    native = client.post(f"/v1/recordings/{rec['id']}/transcribe", json={"language": "de"})
+    recall = client.post(
+        f"/api/v1/recording/{rec['id']}/create_transcript/",
+        json={"provider": {"postcall": {"language": "de"}}},
+    )
+    for r, field in ((native, "language"), (recall, "provider.postcall.language")):
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("unsupported_language", field)
+        assert "English-only" in error["message"] and "model" in error["message"]
+    listed = client.get(f"/v1/recordings/{rec['id']}/transcriptions").json()["data"]
+    assert listed == []

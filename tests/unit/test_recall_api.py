@@ -205,7 +205,7 @@ def test_configured_model_and_auto_language_are_accepted(data_dir: Path, wav: by
         r = create(client, rec["id"], provider={"postcall": {"model": model, "language": "auto"}})
         assert r.status_code == 200, r.text
         t = comps.service.get_transcription("default", r.json()["id"])
-        assert t.options.language is None
+        assert t.options.language == "en"  # auto on an English-only model is English
     r = create(client, rec["id"], provider={"postcall": {"model": "tiny"}})
     assert "faster-whisper-tiny.en" in r.json()["error"]["message"]
     assert "/models" not in r.json()["error"]["message"]

@@ -5,15 +5,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from postcall.domain import ApiKey, utcnow
 from postcall.errors import FeatureDisabled, Unauthorized
 from postcall.service import Service
+from postcall.store.base import Store
 from postcall.wiring import Components
 
 DEFAULT_TENANT = "default"
+LAST_USED_EVERY = timedelta(seconds=60)
+"""How stale a key's recorded last use may get before a request writes it again."""
+
+log = logging.getLogger(__name__)
 
 
 def hash_key(key: str) -> str:
@@ -64,12 +72,23 @@ def tenant(request: Request) -> str:
         matched |= hmac.compare_digest(digest, hash_key(static))
     if matched:
         return DEFAULT_TENANT
-    stored = c.store.tenant_for_key(digest)
+    stored = c.store.get_api_key(digest)  # looked up every time: a revoked key fails at once
     if stored is not None:
-        return stored
+        _note_use(c.store, stored)
+        return stored.tenant
     if c.settings.auth == "disabled":
         return DEFAULT_TENANT
     raise Unauthorized("the API key is not valid")
+
+
+def _note_use(store: Store, key: ApiKey) -> None:
+    """Keep the key's last use, writing at most once a minute per key (not per request)."""
+    if key.last_used_at is not None and utcnow() - key.last_used_at < LAST_USED_EVERY:
+        return
+    try:
+        store.touch_api_key(key.key_hash)
+    except Exception:  # bookkeeping only: a busy store must not refuse the request
+        log.warning("could not record the use of API key %s", key.id, exc_info=True)
 
 
 def transcription_enabled(request: Request) -> None:

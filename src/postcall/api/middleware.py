@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from fastapi import Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postcall.errors import PayloadTooLarge
+from postcall.metadata import parse_json
 
 # Multipart framing and the small text fields beside the file.
 FORM_OVERHEAD = 1024 * 1024
@@ -54,3 +58,46 @@ class UploadLimit:
         return PayloadTooLarge(
             f"the upload is larger than the limit of {self.limit} bytes (POSTCALL_MAX_UPLOAD_BYTES)"
         )
+
+
+JSON_BODY_OVERHEAD = 64 * 1024
+"""What a JSON body may hold besides its metadata (ids, options, a provider block)."""
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is checked before FastAPI parses it.
+
+    Python's parser recurses (10,000 nested brackets are a ``RecursionError``) and takes
+    ``NaN``, ``Infinity`` and lone surrogates, which are stored and then fail every
+    response that renders them. ``postcall.metadata.parse_json`` refuses those with a
+    422 naming the field; a body over the metadata limit plus ``JSON_BODY_OVERHEAD`` is
+    a 413 before it is parsed.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            if request.method in ("POST", "PUT", "PATCH") and _is_json(content_type):
+                body = await request.body()
+                limit = _metadata_limit(request) + JSON_BODY_OVERHEAD
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"a JSON body may be at most {limit} bytes")
+                if body:
+                    parse_json(body, "body")
+            return await handler(request)
+
+        return checked
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _metadata_limit(request: Request) -> int:
+    limit: int = request.app.state.components.settings.max_metadata_bytes
+    return limit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from postcall import formats
 from postcall.api.deps import Svc, Tenant, transcription_enabled
 from postcall.api.idempotency import idempotent
+from postcall.api.middleware import StrictJsonRoute
 from postcall.api.schemas import (
     RegisterRecording,
     SpeakerOptions,
@@ -27,10 +27,14 @@ from postcall.api.schemas import (
 from postcall.api.uploads import receive_upload
 from postcall.domain import TranscriptionStatus
 from postcall.errors import InvalidInput
+from postcall.metadata import MAX_DEPTH, parse_json
 
-router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 422, 503))
+router = APIRouter(
+    prefix="/v1", responses=error_responses(401, 404, 422, 503), route_class=StrictJsonRoute
+)
 transcriptions = APIRouter(
     prefix="/v1",
+    route_class=StrictJsonRoute,
     dependencies=[Depends(transcription_enabled)],
     responses=error_responses(401, 404, 422, 503),
 )
@@ -160,15 +164,13 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> Respon
 
 
 def _json_field(raw: object, name: str, kind: type) -> Any:
-    """A form field holding JSON of the given kind (dict or list), or None when absent."""
+    """A form field holding JSON of the given kind (dict or list), or None when absent;
+    parsed strictly (``postcall.metadata``: bounded nesting, finite numbers, valid text)."""
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str):
         raise InvalidInput(f"{name} must be JSON in a text field", field=name)
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"{name} is not valid JSON: {exc}", field=name) from None
+    value = parse_json(raw, name, max_depth=MAX_DEPTH)
     if not isinstance(value, kind):
         raise InvalidInput(
             f"{name} must be a JSON {'object' if kind is dict else 'list'}", field=name

@@ -25,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from postcall import formats
 from postcall.api.deps import Svc, Tenant, components, transcription_enabled
 from postcall.api.idempotency import idempotent
+from postcall.api.middleware import StrictJsonRoute
 from postcall.api.schemas import error_responses, iso
 from postcall.domain import Transcription, TranscriptionStatus
-from postcall.errors import NotFound, Unsupported
+from postcall.errors import InvalidInput, NotFound, Unsupported
 from postcall.languages import normalize_language
 from postcall.service import Service
 from postcall.transcripts import Transcripts, speaker_mode
@@ -44,6 +45,7 @@ _CODES: dict[TranscriptionStatus, StatusCode] = {
 }
 
 router = APIRouter(
+    route_class=StrictJsonRoute,
     prefix="/api/v1",
     tags=["Recall-compatible"],
     dependencies=[Depends(transcription_enabled)],
@@ -218,6 +220,16 @@ def _recording_facts(svc: Service, tenant: str, recording_id: str) -> _Facts:
     return dict(recording.metadata), svc.expires_at(recording)
 
 
+def _request(svc: Service, *args: Any, **kwargs: Any) -> Transcription:
+    """``request_transcription``, with a refused language named as this API names it."""
+    try:
+        return svc.request_transcription(*args, **kwargs)
+    except InvalidInput as exc:
+        if exc.field == "language":
+            exc.field = f"provider.{PROVIDER}.language"
+        raise
+
+
 # --- routes --------------------------------------------------------------------------------
 @router.post(
     "/recording/{recording_id}/create_transcript/",
@@ -237,7 +249,8 @@ async def create_transcript(
 
     def create() -> dict[str, Any]:
         recording = svc.get_recording(tenant, recording_id)
-        t = svc.request_transcription(
+        t = _request(
+            svc,
             tenant,
             recording_id,
             language=options["language"],

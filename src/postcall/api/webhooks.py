@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from postcall.api.deps import Tenant, components
+from postcall.api.middleware import StrictJsonRoute
 from postcall.api.schemas import error_responses, iso
 from postcall.errors import FeatureDisabled
 from postcall.store.base import Page
@@ -19,7 +20,10 @@ from postcall.webhook_service import WebhookService
 from postcall.webhooks import EVENT_TYPES, Delivery, Endpoint
 
 router = APIRouter(
-    prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses(401, 404, 422, 503)
+    route_class=StrictJsonRoute,
+    prefix="/v1/webhooks",
+    tags=["webhooks"],
+    responses=error_responses(401, 404, 422, 503),
 )
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from postcall.domain import (
+    ApiKey,
     AudioStreamInfo,
     MediaInfo,
     Recording,
@@ -28,6 +29,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
+from postcall.metadata import renderable, renderable_object
 from postcall.store.idempotency import IdempotencyStore
 from postcall.store.retention import RetentionStore
 from postcall.store.units import UnitStore
@@ -144,6 +146,22 @@ class Store(WebhookStore, IdempotencyStore, UnitStore, RetentionStore, Protocol)
         """The tenant of a stored key hash, or None."""
         ...
 
+    def get_api_key(self, key_hash: str) -> ApiKey | None:
+        """The stored key with this hash, or None (revoked or never created)."""
+        ...
+
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every stored key, oldest first."""
+        ...
+
+    def touch_api_key(self, key_hash: str) -> None:
+        """Record that the key was used now (nothing if it no longer exists)."""
+
+    def delete_api_key(self, key_hash: str) -> bool:
+        """Revoke a key: True when it existed. Every process sees it at once (keys are
+        looked up on each request, never cached)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
 
@@ -177,6 +195,8 @@ def options_to_json(options: TranscriptionOptions) -> str:
 def options_from_json(raw: str) -> TranscriptionOptions:
     data = json.loads(raw)
     data["speakers"] = SpeakerMode(data.get("speakers", SpeakerMode.AUTO))
+    if isinstance(data.get("requested"), dict):  # echoed back: must render
+        data["requested"] = renderable_object(data["requested"])
     return TranscriptionOptions(**data)
 
 
@@ -205,7 +225,7 @@ def transcription_from_row(row: Mapping[str, Any]) -> Transcription:
         attempts=int(row["attempts"]),
         result=result_from_json(row.get("result")),
         error=error,
-        metadata=json.loads(str(row.get("metadata") or "{}")),
+        metadata=renderable(str(row.get("metadata") or "{}")),
     )
 
 
@@ -220,8 +240,20 @@ def recording_from_row(row: Mapping[str, Any]) -> Recording:
         content_type=str(row["content_type"]),
         size=int(row["size"]),
         media=media,
-        metadata=json.loads(str(row["metadata"])),
+        metadata=renderable(str(row["metadata"])),
         tracks=tracks,
+    )
+
+
+def api_key_from_row(row: Mapping[str, Any]) -> ApiKey:
+    """Build an ApiKey from a backend's flat record (SQL row or Redis hash)."""
+    used = row.get("last_used_at")
+    return ApiKey(
+        key_hash=str(row["key_hash"]),
+        name=str(row["name"]),
+        tenant=str(row["tenant"]),
+        created_at=ts_to_dt(float(row["created_at"])),
+        last_used_at=ts_to_dt(float(used)) if used not in (None, "") else None,
     )
 
 

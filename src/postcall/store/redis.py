@@ -54,6 +54,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from postcall.domain import (
+    ApiKey,
     Recording,
     Transcription,
     TranscriptionError,
@@ -65,6 +66,7 @@ from postcall.store import redis_lua as lua
 from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import (
     Page,
+    api_key_from_row,
     decode_cursor,
     encode_cursor,
     limit_message,
@@ -143,6 +145,20 @@ def _unesc(part: str) -> str:
     return part.replace("%3A", ":").replace("%25", "%")
 
 
+_TOUCH_KEY = """
+if redis.call('hexists', KEYS[1], 'tenant') == 1 then
+  redis.call('hset', KEYS[1], 'last_used_at', ARGV[1])
+end
+return 0
+"""
+"""Record a key's use, never re-creating a key revoked meanwhile."""
+
+
+def _glob(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def _num(value: float) -> str:
     """A float as the exact decimal Redis (and ``float()``) reads back."""
     return repr(float(value))
@@ -188,6 +204,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
         self._finish = reg(lua.LIB + whlua.EMIT + lua.FINISH)
         self._reconcile = reg(lua.LIB + lua.RECONCILE)
         self._prune_event = reg(whlua.PRUNE_EVENT)
+        self._touch_key = reg(_TOUCH_KEY)
         self._init_webhooks()
         self._init_idempotency()
         self._init_units()
@@ -464,6 +481,35 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
 
     def tenant_for_key(self, key_hash: str) -> str | None:
         return cast(str | None, self._client.hget(f"{self._ns}:key:{key_hash}", "tenant"))
+
+    def get_api_key(self, key_hash: str) -> ApiKey | None:
+        row = cast(dict[str, str], self._client.hgetall(f"{self._ns}:key:{key_hash}"))
+        if "tenant" not in row:
+            return None
+        return api_key_from_row({**row, "key_hash": key_hash})
+
+    def list_api_keys(self) -> list[ApiKey]:
+        prefix = f"{self._ns}:key:"
+        # A few keys at most: SCAN is enough, and finds keys made before any index.
+        names = sorted(
+            name
+            for name in self._client.scan_iter(match=f"{_glob(prefix)}*", count=1000)
+            if isinstance(name, str) and name.startswith(prefix)
+        )
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        found = []
+        for name, row in zip(names, pipe.execute(), strict=True):
+            if "tenant" in row:  # revoked meanwhile: gone
+                found.append(api_key_from_row({**row, "key_hash": name.removeprefix(prefix)}))
+        return sorted(found, key=lambda k: (k.created_at, k.key_hash))
+
+    def touch_api_key(self, key_hash: str) -> None:
+        self._touch_key([f"{self._ns}:key:{key_hash}"], [_num(self._clock())])
+
+    def delete_api_key(self, key_hash: str) -> bool:
+        return bool(self._client.delete(f"{self._ns}:key:{key_hash}"))
 
     # --- listing helpers -------------------------------------------------------------
     def _page(self, index: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:

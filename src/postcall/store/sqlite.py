@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from postcall.domain import (
+    ApiKey,
     Recording,
     Transcription,
     TranscriptionError,
@@ -27,6 +28,7 @@ from postcall.errors import Conflict, LimitReached, NotFound
 from postcall.store import sqlite_idempotency as idempotency
 from postcall.store.base import (
     Page,
+    api_key_from_row,
     decode_cursor,
     encode_cursor,
     limit_message,
@@ -89,7 +91,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     tenant TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    last_used_at REAL
 );
 """
 
@@ -111,6 +114,9 @@ class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixi
         columns = {r["name"] for r in db.execute("PRAGMA table_info(transcriptions)")}
         if "metadata" not in columns:  # a database made before transcripts had metadata
             db.execute("ALTER TABLE transcriptions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
+        key_columns = {r["name"] for r in db.execute("PRAGMA table_info(api_keys)")}
+        if "last_used_at" not in key_columns:  # a database made before keys kept their use
+            db.execute("ALTER TABLE api_keys ADD COLUMN last_used_at REAL")
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
@@ -479,7 +485,8 @@ class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixi
     def add_api_key(self, key_hash: str, *, name: str, tenant: str) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO api_keys VALUES (?,?,?,?)", (key_hash, name, tenant, self._clock())
+                "INSERT INTO api_keys (key_hash, name, tenant, created_at) VALUES (?,?,?,?)",
+                (key_hash, name, tenant, self._clock()),
             )
 
     def tenant_for_key(self, key_hash: str) -> str | None:
@@ -489,6 +496,26 @@ class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixi
             .fetchone()
         )
         return None if row is None else str(row[0])
+
+    def get_api_key(self, key_hash: str) -> ApiKey | None:
+        row = (
+            self._conn().execute("SELECT * FROM api_keys WHERE key_hash=?", (key_hash,)).fetchone()
+        )
+        return None if row is None else api_key_from_row(dict(row))
+
+    def list_api_keys(self) -> list[ApiKey]:
+        rows = self._conn().execute("SELECT * FROM api_keys ORDER BY created_at, key_hash")
+        return [api_key_from_row(dict(r)) for r in rows.fetchall()]
+
+    def touch_api_key(self, key_hash: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE api_keys SET last_used_at=? WHERE key_hash=?", (self._clock(), key_hash)
+            )
+
+    def delete_api_key(self, key_hash: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM api_keys WHERE key_hash=?", (key_hash,)).rowcount > 0
 
 
 def _json(value: object) -> str:
