@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from postcall.domain import ApiKey, utcnow
 from postcall.errors import FeatureDisabled, Unauthorized
@@ -43,7 +44,7 @@ def components(request: Request) -> Components:
     return c
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
     return components(request).service
 
 
@@ -57,8 +58,12 @@ def _presented_key(request: Request) -> str | None:
     return header  # the bare key
 
 
-def tenant(request: Request) -> str:
-    """The tenant of the presented API key; 401 without a valid one."""
+async def tenant(request: Request) -> str:
+    """The tenant of the presented API key; 401 without a valid one.
+
+    A dependency run on the event loop: only a stored key's lookup (and the note of its
+    use) goes to a worker thread, so a request pays no thread hand-off for its caller's
+    identity when the key is a configured one."""
     c = components(request)
     key = _presented_key(request)
     if key is None:
@@ -72,13 +77,20 @@ def tenant(request: Request) -> str:
         matched |= hmac.compare_digest(digest, hash_key(static))
     if matched:
         return DEFAULT_TENANT
-    stored = c.store.get_api_key(digest)  # looked up every time: a revoked key fails at once
-    if stored is not None:
-        _note_use(c.store, stored)
-        return stored.tenant
+    found = await run_in_threadpool(_stored_tenant, c.store, digest)
+    if found is not None:
+        return found
     if c.settings.auth == "disabled":
         return DEFAULT_TENANT
     raise Unauthorized("the API key is not valid")
+
+
+def _stored_tenant(store: Store, digest: str) -> str | None:
+    stored = store.get_api_key(digest)  # looked up every time: a revoked key fails at once
+    if stored is None:
+        return None
+    _note_use(store, stored)
+    return stored.tenant
 
 
 def _note_use(store: Store, key: ApiKey) -> None:
@@ -91,7 +103,7 @@ def _note_use(store: Store, key: ApiKey) -> None:
         log.warning("could not record the use of API key %s", key.id, exc_info=True)
 
 
-def transcription_enabled(request: Request) -> None:
+async def transcription_enabled(request: Request) -> None:
     if not components(request).settings.transcription_post_enabled:
         raise FeatureDisabled(
             "the transcription endpoints are disabled on this server "

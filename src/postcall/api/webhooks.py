@@ -30,7 +30,7 @@ Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="nextCursor of the previous page.")]
 
 
-def webhook_service(request: Request) -> WebhookService:
+async def webhook_service(request: Request) -> WebhookService:
     service = components(request).webhooks
     if service is None:
         raise FeatureDisabled("webhooks are not configured on this server")
