@@ -8,6 +8,7 @@ Every request is counted per path, so a test can show that nothing was fetched.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Route:
     """How one path answers. ``length``: the Content-Length sent (None: none, the body
     ends when the connection closes); ``trickle_s``: send one byte per this many
-    seconds, without end, instead of ``body``."""
+    seconds instead of ``body`` (with ``length`` if it is a number), for ever or, with
+    ``trickle_for_s``, for that long, then nothing, the connection held open."""
 
     body: bytes = b""
     status: int = 200
@@ -27,6 +29,7 @@ class Route:
     length: int | str | None = "auto"
     location: str | None = None
     trickle_s: float | None = None
+    trickle_for_s: float | None = None
 
 
 @dataclass
@@ -57,9 +60,11 @@ def _handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             if route.location is not None:
                 self.send_header("Location", route.location)
             if route.trickle_s is not None:
+                if isinstance(route.length, int):
+                    self.send_header("Content-Length", str(route.length))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                self._trickle(route.trickle_s)
+                self._trickle(route.trickle_s, route.trickle_for_s)
                 return
             if route.length == "auto":
                 self.send_header("Content-Length", str(len(route.body)))
@@ -78,10 +83,14 @@ def _handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the client stopped reading (over its limit): expected
                 self.close_connection = True
 
-        def _trickle(self, every_s: float) -> None:
+        def _trickle(self, every_s: float, for_s: float | None) -> None:
             self.close_connection = True
+            until = None if for_s is None else time.monotonic() + for_s
             # Paced by the stop event, so the server still shuts down at once.
             while not origin.stopping.wait(every_s):
+                if until is not None and time.monotonic() > until:
+                    origin.stopping.wait()  # silent from now on, the connection open
+                    return
                 try:
                     self.wfile.write(b"\0")
                     self.wfile.flush()

@@ -8,13 +8,17 @@ at most ``MAX_REDIRECTS``. The body is handed out as a reader (``RemoteFile.read
 the caller (``Service.store_upload``) writes it once, where it is kept; it stops at the
 upload limit whatever ``Content-Length`` says or whether there is one. One deadline
 bounds the whole fetch (every hop, the headers and the body): a server that trickles
-bytes runs into it like one that stalls.
+bytes runs into it like one that stalls. At the deadline a watchdog shuts the
+connection's socket, so a read waiting for a stalled server ends then too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import posixpath
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,8 +91,12 @@ class RemoteFile:
     _deadline: float
     _max_bytes: int
     _timeout_s: float
+    _expired: threading.Event
     _buffer: bytes = b""
     count: int = 0
+
+    def _late(self) -> bool:
+        return self._expired.is_set() or time.monotonic() > self._deadline
 
     def read(self, size: int = -1) -> bytes:
         while not self._buffer:
@@ -97,10 +105,12 @@ class RemoteFile:
             except httpx.TimeoutException:
                 raise self._timed_out() from None
             except httpx.HTTPError as exc:
+                if self._late():  # the watchdog shut the connection
+                    raise self._timed_out() from None
                 raise FetchFailed(
                     f"the download from the URL broke off: {exc}", retryable=True
                 ) from None
-            if time.monotonic() > self._deadline:
+            if self._late():  # an end of data after the watchdog is no end of the file
                 raise self._timed_out()
             if piece is None:
                 return b""
@@ -124,6 +134,19 @@ class RemoteFile:
         )
 
 
+def _shut(response: httpx.Response, expired: threading.Event) -> None:
+    """The deadline passed: shut the connection's socket, which ends a read waiting in
+    another thread (closing it would not wake that read)."""
+    expired.set()
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, also under TLS: SSLSocket's own would drop
+            # its TLS state under the reading thread's feet.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 class UrlFetcher:
     """Opens recordings at URLs under the outbound guard, a size cap and a deadline."""
 
@@ -143,6 +166,12 @@ class UrlFetcher:
         deadline = time.monotonic() + self.timeout_s
         with guarded_client(self.policy, timeout_s=self.timeout_s, max_connections=4) as client:
             response, final = self._follow(client, url, deadline)
+            expired = threading.Event()
+            watchdog = threading.Timer(
+                max(0.0, deadline - time.monotonic()), _shut, (response, expired)
+            )
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.max_bytes:
@@ -159,8 +188,10 @@ class UrlFetcher:
                     _deadline=deadline,
                     _max_bytes=self.max_bytes,
                     _timeout_s=self.timeout_s,
+                    _expired=expired,
                 )
             finally:
+                watchdog.cancel()
                 response.close()
 
     def _follow(
