@@ -10,6 +10,7 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
     │   ├── EmptyFile ............ a zero-byte upload
     │   ├── InvalidWebhook ....... a webhook endpoint's URL, events or secret (400)
     │   │   └── UrlNotAllowed .... a URL whose host is not public (and not allowed)
+    │   │       └── UrlUnresolvable  a URL whose host does not resolve
     │   ├── ImportUrlNotAllowed .. a URL to import from that is not public http(s) (422)
     │   ├── Unsupported .......... an unknown provider, option or model (lists the known)
     │   └── IdempotencyMismatch .. an Idempotency-Key reused with another request
@@ -75,6 +76,11 @@ class InvalidWebhook(InvalidInput):
 
 class UrlNotAllowed(InvalidWebhook):
     code = "url_not_allowed"
+
+
+class UrlUnresolvable(UrlNotAllowed):
+    """A URL's host does not resolve (refused like a non-public one for webhooks; for a
+    URL import it is a network error, ``FetchFailed``)."""
 
 
 class ImportUrlNotAllowed(InvalidInput):

@@ -33,6 +33,7 @@ from postcall.errors import (
     ImportUrlNotAllowed,
     PayloadTooLarge,
     UrlNotAllowed,
+    UrlUnresolvable,
 )
 from postcall.outbound import OutboundPolicy, guarded_client
 
@@ -212,6 +213,8 @@ class UrlFetcher:
             )
             try:
                 response = client.send(request, stream=True)
+            except UrlUnresolvable as exc:
+                raise FetchFailed(exc.message, retryable=True) from None
             except UrlNotAllowed as exc:
                 raise ImportUrlNotAllowed(exc.message, field="url") from None
             except httpx.TimeoutException:

@@ -240,6 +240,14 @@ def test_a_refused_connection_is_fetch_failed(api: Any) -> None:
     assert "ConnectError" in r.json()["error"]["message"]
 
 
+def test_a_host_that_does_not_resolve_is_fetch_failed(api: Any) -> None:
+    client, _ = api
+    r = post(client, "http://postcall-no-such-host.invalid/a.wav")
+    assert r.status_code == 422 and error(r) == "fetch_failed", r.text
+    assert "cannot be resolved" in r.json()["error"]["message"]
+    assert r.json()["error"]["retryable"] is True
+
+
 def test_over_the_cap_with_content_length_is_refused_unread(
     api: Any, origin: Origin, data_dir: Path
 ) -> None:
