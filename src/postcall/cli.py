@@ -33,6 +33,9 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request's full URL at INFO: a pre-signed link to import from (or
+    # a webhook URL carrying a token) would end up in the log with its signature.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def _fail(message: str) -> typer.Exit:

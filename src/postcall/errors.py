@@ -10,6 +10,8 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
     │   ├── EmptyFile ............ a zero-byte upload
     │   ├── InvalidWebhook ....... a webhook endpoint's URL, events or secret (400)
     │   │   └── UrlNotAllowed .... a URL whose host is not public (and not allowed)
+    │   │       └── UrlUnresolvable  a URL whose host does not resolve
+    │   ├── ImportUrlNotAllowed .. a URL to import from that is not public http(s) (422)
     │   ├── Unsupported .......... an unknown provider, option or model (lists the known)
     │   └── IdempotencyMismatch .. an Idempotency-Key reused with another request
     ├── NotFound ................. unknown id (or one of another tenant)
@@ -20,6 +22,8 @@ foreign exceptions into one of these; the API maps the family to HTTP in one tab
     ├── Unauthorized ............. missing or wrong API key
     ├── FeatureDisabled .......... the endpoint is switched off by a setting
     ├── PayloadTooLarge .......... upload over POSTCALL_MAX_UPLOAD_BYTES
+    ├── FetchFailed .............. a URL import's remote answered an error or not at all
+    │   └── FetchTimeout ......... the remote took longer than POSTCALL_URL_IMPORT_TIMEOUT_S
     ├── MediaError ............... the media cannot be transcribed
     │   ├── UnsupportedMedia ..... not a container/codec we can read
     │   ├── NoAudioStream ........ a readable file without any audio stream
@@ -74,6 +78,18 @@ class UrlNotAllowed(InvalidWebhook):
     code = "url_not_allowed"
 
 
+class UrlUnresolvable(UrlNotAllowed):
+    """A URL's host does not resolve (refused like a non-public one for webhooks; for a
+    URL import it is a network error, ``FetchFailed``)."""
+
+
+class ImportUrlNotAllowed(InvalidInput):
+    """A URL to import from: not http(s), with credentials, or a non-public host (the
+    same rule as webhooks, ``UrlNotAllowed``, answered 422 like other bad input)."""
+
+    code = "url_not_allowed"
+
+
 class Unsupported(InvalidInput):
     code = "unsupported"
 
@@ -112,6 +128,21 @@ class FeatureDisabled(PostcallError):
 
 class PayloadTooLarge(PostcallError):
     code = "payload_too_large"
+
+
+class FetchFailed(PostcallError):
+    """Fetching a URL to import failed: the remote's status or the network error."""
+
+    code = "fetch_failed"
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.field = "url"
+
+
+class FetchTimeout(FetchFailed):
+    code = "fetch_timeout"
 
 
 class MediaError(PostcallError):

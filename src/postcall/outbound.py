@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from postcall.errors import UrlNotAllowed
+from postcall.errors import UrlNotAllowed, UrlUnresolvable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,9 +95,9 @@ class OutboundPolicy:
         try:
             addresses = resolve(bare, port)
         except (OSError, UnicodeError):
-            raise UrlNotAllowed(f"the host {host!r} cannot be resolved", field="url") from None
+            raise UrlUnresolvable(f"the host {host!r} cannot be resolved", field="url") from None
         if not addresses:
-            raise UrlNotAllowed(f"the host {host!r} cannot be resolved", field="url")
+            raise UrlUnresolvable(f"the host {host!r} cannot be resolved", field="url")
         for ip in addresses:
             if not self.permits(ip):
                 raise UrlNotAllowed(

@@ -9,9 +9,10 @@ import math
 import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from postcall import audio, formats
 from postcall.blobs.base import BlobStore, is_generated, new_key
@@ -101,6 +102,18 @@ class _CappedReader:
         if self.count > self._cap:
             raise PayloadTooLarge(f"the upload is larger than the limit of {self._cap} bytes")
         return block
+
+
+class NamedSource(Protocol):
+    """A recording's bytes as a reader, with the name and type its origin gives it
+    (a file fetched from a URL, say: the service knows nothing of where it comes from)."""
+
+    filename: str
+    content_type: str
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left with -1); b"" at the end."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -244,6 +257,30 @@ class Service:
             raise
         return self.create_recording_from_uploads(
             tenant, stored, tracks=tracks, metadata=metadata, recording_id=recording_id
+        )
+
+    def create_recording_from_source(
+        self,
+        tenant: str,
+        open_source: Callable[[], AbstractContextManager[NamedSource]],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        recording_id: str | None = None,
+    ) -> Recording:
+        """Store and probe a recording read from a source that is opened only once the
+        id and metadata are accepted (an import from a URL: nothing is fetched for a
+        request that would be refused). Written once, as it is read; nothing is kept
+        when it is refused."""
+        self._new_recording_id(tenant, recording_id)
+        self._check_metadata(metadata)
+        with open_source() as source:
+            stored = self.store_upload(
+                source,  # type: ignore[arg-type]  # a reader: all store_upload needs
+                filename=source.filename,
+                content_type=source.content_type,
+            )
+        return self.create_recording_from_uploads(
+            tenant, [stored], tracks=None, metadata=metadata, recording_id=recording_id
         )
 
     def store_upload(self, source: BinaryIO, *, filename: str, content_type: str) -> StoredUpload:

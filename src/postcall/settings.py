@@ -205,8 +205,14 @@ class Settings(BaseSettings):
     # --- webhooks and outbound requests ---------------------------------------
     allowed_networks: str = Field(
         "",
-        description="Comma-separated CIDRs that outbound requests (webhooks) may reach even "
-        "though they are not public (loopback, private, link-local, CGNAT, ULA).",
+        description="Comma-separated CIDRs that outbound requests (webhooks, URL imports) "
+        "may reach even though they are not public (loopback, private, link-local, CGNAT, ULA).",
+    )
+    url_import_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest a URL import may take, from connecting to the last byte "
+        "(every redirect included); a slower server gets 422 fetch_timeout.",
     )
     webhook_schedule: str = Field(
         "0,5,300,1800,7200,18000,36000,36000",

@@ -10,6 +10,7 @@ from postcall.blobs.base import BlobStore
 from postcall.delivery import Dispatcher, DispatcherConfig
 from postcall.domain import Transcription
 from postcall.engines.base import Engine
+from postcall.fetch import UrlFetcher
 from postcall.languages import english_only_model, language_for_model
 from postcall.outbound import OutboundPolicy, parse_networks
 from postcall.retention import Retention, Sweeper
@@ -139,6 +140,7 @@ class Components:
     workers: WorkerPool | None = None
     webhooks: WebhookService | None = None
     dispatcher: Dispatcher | None = None
+    fetcher: UrlFetcher | None = None
 
 
 def build(
@@ -196,4 +198,9 @@ def build(
     dispatcher = None
     if settings.webhook_dispatch:
         dispatcher = Dispatcher(store, policy, dispatcher_config(settings))
-    return Components(settings, store, blobs, service, transcripts, workers, webhooks, dispatcher)
+    fetcher = UrlFetcher(
+        policy, timeout_s=settings.url_import_timeout_s, max_bytes=settings.max_upload_bytes
+    )
+    return Components(
+        settings, store, blobs, service, transcripts, workers, webhooks, dispatcher, fetcher
+    )

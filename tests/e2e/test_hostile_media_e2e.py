@@ -2,15 +2,17 @@
 
 Every file is generated here: playlists and concat lists naming host files, other
 tenants' blobs and a local listener; lying headers; impossible shapes; broken files.
-Where the API probes (upload, registration) the answer is a specific 4xx; where only
-the worker can tell (lengths that headers hide, an object swapped after it was
-registered) the job fails with a code. Afterwards the worker still takes the next
-job, the listener has seen no connection, and nothing was written outside the data
-directory (the server's TMPDIR lies inside the test's folder and is left empty).
+Where the API probes (upload, registration, import from a URL) the answer is a
+specific 4xx; where only the worker can tell (lengths that headers hide, an object
+swapped after it was registered) the job fails with a code. Afterwards the worker
+still takes the next job, the listener has seen no connection, and nothing was
+written outside the data directory (the server's TMPDIR lies inside the test's
+folder and is left empty).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -25,12 +27,14 @@ from tests import hostile_media as hostile
 from tests import media
 from tests.e2e.server import Server, model_server
 from tests.helpers import wait_for
+from tests.origin import Origin, Route, serving
 from tests.unit.test_media_allowlist import Listener
 
 pytestmark = pytest.mark.e2e
 
 KEY = "hostile-media-key"
 MAX_S = 60
+ORIGIN_HOST = "127.0.0.3"
 
 
 @dataclass
@@ -42,6 +46,7 @@ class World:
     secret: Path  # a recording elsewhere on the host
     secret_bytes: bytes
     other_blob: str  # the blob key of another recording (another tenant's, say)
+    origin: Origin  # serves files for imports from a URL, on the one allowed address
 
     def client(self) -> httpx.Client:
         return self.server.client(KEY)
@@ -53,11 +58,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> I
     files = tmp_path_factory.mktemp("hostile-files")
     (root / "tmp").mkdir()
     listener = Listener()
+    stack = contextlib.ExitStack()
+    origin = stack.enter_context(serving(ORIGIN_HOST))
     server = model_server(
         root,
         whisper_model_dir,
         KEY,
         POSTCALL_MAX_DURATION_S=str(MAX_S),
+        POSTCALL_ALLOWED_NETWORKS=f"{ORIGIN_HOST}/32",  # not the listener's 127.0.0.1
         TMPDIR=str(root / "tmp"),
     )
     try:
@@ -77,10 +85,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> I
             secret,
             secret.read_bytes(),
             f"media/{other.name}",
+            origin,
         )
     finally:
         server.stop()
         listener.close()
+        stack.close()
 
 
 # --- refused where the API probes: uploads ------------------------------------------
@@ -183,6 +193,22 @@ def test_hostile_upload_gets_a_specific_4xx(world: World, tmp_path: Path, case: 
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
         assert r.json()["error"]["message"]
         assert client.get("/v1/recordings?limit=500").json()["data"] == before  # nothing kept
+
+
+@pytest.mark.parametrize("case", list(UPLOADS))
+def test_hostile_import_from_a_url_gets_the_same_4xx(
+    world: World, tmp_path: Path, case: str
+) -> None:
+    """The same files served over HTTP and imported by URL: the same answers."""
+    make, status, code = UPLOADS[case]
+    path = make(world, tmp_path)
+    url = world.origin.add(f"/{case}/{path.name}", Route(path.read_bytes()))
+    with world.client() as client:
+        before = client.get("/v1/recordings?limit=500").json()["data"]
+        r = client.post("/v1/recordings", json={"url": url})
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+        assert client.get("/v1/recordings?limit=500").json()["data"] == before  # nothing kept
+    assert world.origin.hits[f"/{case}/{path.name}"] == 1
 
 
 # --- refused where the API probes: registered objects ------------------------------

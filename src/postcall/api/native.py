@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -11,10 +13,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from postcall import formats
-from postcall.api.deps import Svc, Tenant, transcription_enabled
+from postcall.api.deps import Svc, Tenant, components, transcription_enabled
 from postcall.api.idempotency import idempotent
 from postcall.api.middleware import StrictJsonRoute
 from postcall.api.schemas import (
+    ImportRecording,
     RegisterRecording,
     SpeakerOptions,
     TranscribeAccepted,
@@ -24,10 +27,12 @@ from postcall.api.schemas import (
     recording_view,
     transcription_view,
 )
-from postcall.api.uploads import receive_upload
-from postcall.domain import TranscriptionStatus
-from postcall.errors import InvalidInput
+from postcall.api.uploads import in_thread, receive_upload
+from postcall.domain import Recording, TranscriptionStatus
+from postcall.errors import EmptyFile, FeatureDisabled, InvalidInput
+from postcall.fetch import check_url_shape
 from postcall.metadata import MAX_DEPTH, parse_json
+from postcall.service import Service
 
 router = APIRouter(
     prefix="/v1", responses=error_responses(401, 404, 422, 503), route_class=StrictJsonRoute
@@ -73,18 +78,42 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
             },
             "application/json": {
                 "schema": {
-                    "type": "object",
-                    "required": ["object_key"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "object_key": {
-                            "type": "string",
-                            "description": "Key of media already in the bucket, under the "
-                            "configured prefix.",
+                    "oneOf": [
+                        {
+                            "title": "Register",
+                            "type": "object",
+                            "required": ["object_key"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "object_key": {
+                                    "type": "string",
+                                    "description": "Key of media already in the bucket, "
+                                    "under the configured prefix.",
+                                },
+                                "metadata": {"type": "object"},
+                                "id": {"type": "string"},
+                            },
                         },
-                        "metadata": {"type": "object"},
-                        "id": {"type": "string"},
-                    },
+                        {
+                            "title": "Import from a URL",
+                            "type": "object",
+                            "required": ["url"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "url": {
+                                    "type": "string",
+                                    "maxLength": 4096,
+                                    "description": "http(s) URL of the recording, fetched "
+                                    "now: a public host (or one in "
+                                    "POSTCALL_ALLOWED_NETWORKS), no credentials, at most 5 "
+                                    "redirects, at most POSTCALL_MAX_UPLOAD_BYTES, within "
+                                    "POSTCALL_URL_IMPORT_TIMEOUT_S.",
+                                },
+                                "metadata": {"type": "object"},
+                                "id": {"type": "string"},
+                            },
+                        },
+                    ]
                 }
             },
         },
@@ -100,13 +129,24 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
 )
 async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> Response:
     """Upload a recording (multipart: ``file``, optional ``metadata`` JSON and ``id``),
-    or register one already in the bucket (JSON: ``object_key``, ``metadata``, ``id``).
+    register one already in the bucket (JSON: ``object_key``, ``metadata``, ``id``), or
+    import one from a URL (JSON: ``url``, ``metadata``, ``id``).
+
+    A URL import is fetched during the request and answered 201 once stored, like an
+    upload. Refused: a URL that is not http(s), carries credentials or leads (at any
+    redirect) to a non-public host (422 ``url_not_allowed``); a remote error status or
+    network error (422 ``fetch_failed``, with the status or error); more than
+    POSTCALL_URL_IMPORT_TIMEOUT_S in all (422 ``fetch_timeout``); a file over the
+    upload limit (413); a file that is not audio or video media (415).
 
     With an ``Idempotency-Key`` header, a retry returns the first response."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
+        raw = await request.body()
+        if _is_import(raw):
+            return await _import(request, tenant, svc, raw)
         try:
-            body = RegisterRecording.model_validate_json(await request.body())
+            body = RegisterRecording.model_validate_json(raw)
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
@@ -161,6 +201,48 @@ async def create_recording(request: Request, tenant: Tenant, svc: Svc) -> Respon
     finally:
         if not handed_over:  # refused, or an Idempotency-Key replay: keep nothing
             await run_in_threadpool(svc.discard_uploads, form.files)
+
+
+def _is_import(raw: bytes) -> bool:
+    """Whether a JSON body asks for an import from a URL (it names a ``url``)."""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "url" in parsed
+
+
+async def _import(request: Request, tenant: str, svc: Service, raw: bytes) -> Response:
+    """POST /v1/recordings with a ``url``: fetched in a thread of its own (never in the
+    event loop, nor in the shared pool), streamed once into the blob store."""
+    try:
+        body = ImportRecording.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+    fetcher = components(request).fetcher
+    if fetcher is None:
+        raise FeatureDisabled("imports from a URL are not set up in this process")
+    check_url_shape(body.url)  # before an Idempotency-Key is reserved for it
+
+    def fetch_and_store() -> Recording:
+        try:
+            return svc.create_recording_from_source(
+                tenant,
+                lambda: fetcher.open(body.url),
+                metadata=body.metadata,
+                recording_id=body.id,
+            )
+        except EmptyFile:
+            raise EmptyFile("the file at the URL is empty (0 bytes)", field="url") from None
+
+    async def run() -> Response:
+        loop = asyncio.get_running_loop()
+        recording = await in_thread(loop, fetch_and_store, name="postcall-url-import")
+        return JSONResponse(recording_view(recording), status_code=201)
+
+    return await idempotent(request, tenant, run)
 
 
 def _json_field(raw: object, name: str, kind: type) -> Any:

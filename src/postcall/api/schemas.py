@@ -57,6 +57,15 @@ class RegisterRecording(BaseModel):
     id: str | None = None
 
 
+class ImportRecording(BaseModel):
+    """Body of POST /v1/recordings importing a recording from a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=4096)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+
+
 class TranscribeAccepted(BaseModel):
     transcriptionId: str
     status: Literal["queued"] = "queued"

@@ -19,6 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -27,6 +28,7 @@ from postcall.errors import InvalidInput, PayloadTooLarge
 from postcall.service import Service, StoredUpload
 
 MAX_FIELD_BYTES = 1024 * 1024
+T = TypeVar("T")
 PIPE_PIECES = 16
 """Pieces of the body (about 64 kB each) waiting between the request and the writer."""
 
@@ -92,21 +94,21 @@ class Pipe:
         self._took()
 
 
-def _in_thread(
-    loop: asyncio.AbstractEventLoop, work: Callable[[], StoredUpload]
-) -> asyncio.Future[StoredUpload]:
-    """Run ``work`` in a thread of its own (an upload can take minutes: it must not hold
-    a place in a shared pool that its own feeding may need); its outcome as a future."""
-    done: asyncio.Future[StoredUpload] = loop.create_future()
+def in_thread(
+    loop: asyncio.AbstractEventLoop, work: Callable[[], T], *, name: str = "postcall-upload"
+) -> asyncio.Future[T]:
+    """Run ``work`` in a thread of its own (an upload or a URL import can take minutes:
+    it must not hold a place in the shared pool that the quick endpoints, or its own
+    feeding, need); its outcome as a future."""
+    done: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: StoredUpload | None, error: BaseException | None) -> None:
+    def settle(result: T | None, error: BaseException | None) -> None:
         if done.cancelled():
             return
         if error is not None:
             done.set_exception(error)
         else:
-            assert result is not None
-            done.set_result(result)
+            done.set_result(result)  # type: ignore[arg-type]  # set when error is None
 
     def run() -> None:
         try:
@@ -116,7 +118,7 @@ def _in_thread(
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
-    threading.Thread(target=run, name="postcall-upload", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return done
 
 
@@ -236,7 +238,7 @@ async def receive_upload(
                             declared = part.headers.get(b"content-type", b"").decode("latin-1")
                             part.content_type = _content_type(declared, part.filename)
                             part.pipe = Pipe(loop)
-                            part.stored = _in_thread(
+                            part.stored = in_thread(
                                 loop,
                                 functools.partial(
                                     store,
