@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import srt
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from postcall import audio, wiring
 from postcall.api.app import create_app
 from postcall.settings import Settings
 from tests import media
+from tests.contract.s3_server import S3Server, s3_server_fixture  # noqa: F401
 from tests.fakes import ScriptedEngine
 from tests.unit.test_api import KEY, make_client, tone, upload
 
@@ -315,3 +317,27 @@ def test_the_console_is_served_from_the_package(api: Any) -> None:
         assert "https://" not in r.text and "http://" not in r.text, asset
     assert anonymous.get("/console/style.css").status_code == 200
     assert anonymous.get("/console/../settings.py").status_code == 404
+
+
+def test_s3_media_is_a_redirect_to_a_presigned_link(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wav: bytes
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_REGION", s3_server.region)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        api_keys=KEY,
+        blob_url=f"s3://{s3_server.bucket}/console-{tmp_path.name}",
+    )
+    comps = wiring.build(settings, with_worker=False)
+    client = TestClient(create_app(comps), headers={"Authorization": f"Bearer {KEY}"})
+    assert upload(client, wav, id="call").status_code == 201
+    r = client.get("/v1/recordings/call/media", follow_redirects=False)
+    assert r.status_code == 307
+    location = r.headers["location"]
+    assert location.startswith(s3_server.endpoint_url) and "Signature" in location
+    part = httpx.get(location, headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == wav[:10]
+    comps.store.close()
