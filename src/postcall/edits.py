@@ -184,7 +184,9 @@ _BY_FORMAT = {
 
 
 def _content_type(recording: Recording) -> str:
+    """What the probe found, before what the client said (a FLAC named .wav is FLAC)."""
+    probed = _BY_FORMAT.get(recording.media.format)
+    if probed is not None:
+        return probed
     given = recording.content_type.split(";", 1)[0].strip().lower()
-    if given.startswith(("audio/", "video/")):
-        return given
-    return _BY_FORMAT.get(recording.media.format, "application/octet-stream")
+    return given if given.startswith(("audio/", "video/")) else "application/octet-stream"

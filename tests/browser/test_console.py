@@ -130,3 +130,22 @@ def test_retry_of_a_failed_transcription(
         listed = c.get("/v1/recordings/jfk-retry/transcriptions").json()["data"]
     assert [t["transcriptionId"] for t in listed] == [failed.id]
     assert listed[0]["status"] == "completed"
+
+
+def test_docs_render_with_nothing_from_outside(page: Any, api_site: Site) -> None:
+    outside: list[str] = []
+
+    def only_postcall(route: Any) -> None:
+        if route.request.url.startswith(api_site.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_postcall)
+    page.goto(f"{api_site.url}/docs")
+    page.locator(".swagger-ui .info .title", has_text="postcall").wait_for()
+    page.get_by_text("/v1/recordings/{recording_id}/media", exact=True).first.wait_for()
+    page.goto(api_site.url)
+    page.get_by_label("API key").wait_for()
+    assert outside == []
