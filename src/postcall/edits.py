@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from postcall import queue_eta
-from postcall.domain import Recording, Transcription, TranscriptionStatus
+from postcall.domain import Recording, Track, Transcription, TranscriptionStatus
 from postcall.errors import Conflict, NotFound
 from postcall.metadata import check_metadata
 from postcall.mixdown import mix_key, write_mix
@@ -150,10 +150,8 @@ def playable_media(svc: Service, tenant: str, recording_id: str) -> Media:
     return Media(key, "audio/ogg")
 
 
-def mixed_sources(recording: Recording) -> list[Any]:
+def mixed_sources(recording: Recording) -> list[Track]:
     """The tracks a player needs mixed: separate files, or several audio streams."""
-    from postcall.domain import Track
-
     if recording.tracks:
         return list(recording.tracks)
     streams = recording.media.streams
