@@ -38,8 +38,9 @@ serve: $(SERVE_STAMP)
 	echo "postcall: WHISPER_MODEL=$$model"; \
 	WHISPER_MODEL="$$model" POSTCALL_AUTH="$${POSTCALL_AUTH:-disabled}" exec $(VENV)/bin/postcall serve
 
-# System programs the tests use: redis-server, node, and espeak-ng and sox (speech made and
-# degraded for the completeness tests and bench/meeting.py); installed with apt-get when
+# System programs the tests use: redis-server, node, espeak-ng and sox (speech made and
+# degraded for the completeness tests and bench/meeting.py), and chromium (the console's
+# browser tests, driven by Playwright; no browser is downloaded); installed with apt-get when
 # missing and we are root; otherwise the tests that need them say what is missing.
 system-deps:
 	@missing=""; \
@@ -47,6 +48,7 @@ system-deps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing:$$missing"; \

@@ -26,6 +26,7 @@ from postcall.domain import (
     TranscriptionOptions,
     TranscriptionStatus,
     new_id,
+    participants_from_metadata,
     recording_tracks,
     timeline_from_metadata,
     utcnow,
@@ -43,8 +44,9 @@ from postcall.errors import (
 )
 from postcall.languages import language_for_model, normalize_language
 from postcall.metadata import MAX_METADATA_BYTES, check_metadata
+from postcall.mixdown import mix_key
 from postcall.retention import Retention
-from postcall.speakers import resolve_mode
+from postcall.speakers import resolve_mode, with_current_names
 from postcall.store.base import Page, Store
 
 log = logging.getLogger(__name__)
@@ -488,6 +490,7 @@ class Service:
             cursor = page.next_cursor
         keys = {recording.media_key, *(t.media_key for t in recording.tracks)}
         owned = sorted(k for k in keys if is_generated(k))
+        self.blobs.delete(mix_key(recording))
         for key in owned:
             self.blobs.delete(key)
         if owned:
@@ -507,6 +510,8 @@ class Service:
         recording, transcriptions = self.store.delete_recording(tenant, recording_id)
         keys = [recording.media_key] if is_generated(recording.media_key) else []
         # (registered objects belong to the client and are left in place)
+        keys += [t.media_key for t in recording.tracks if is_generated(t.media_key)]
+        keys.append(mix_key(recording))  # the player's mix, where one was made
         self._delete_files([*keys, *(k for t in transcriptions for k in _document_keys(t.id))])
 
     def _delete_files(self, keys: Sequence[str]) -> None:
@@ -639,9 +644,16 @@ class Service:
         return self.load_document(transcription)
 
     def load_document(self, transcription: Transcription) -> TranscriptDocument:
+        """The stored document, its speakers named as the recording's participants are
+        now (renamed since: ``speakers.with_current_names``)."""
         assert transcription.result is not None
         raw = self.blobs.get_bytes(transcription.result.document_key)
         try:
-            return formats.document_from_dict(json.loads(raw))
+            document = formats.document_from_dict(json.loads(raw))
         except (ValueError, KeyError) as exc:
             raise PostcallError(f"stored transcript is unreadable: {exc}") from exc
+        try:
+            recording = self.store.get_recording(transcription.tenant, transcription.recording_id)
+        except NotFound:
+            return document
+        return with_current_names(document, participants_from_metadata(recording.metadata))

@@ -15,7 +15,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from postcall.domain import Segment, SpeakerMode, Word
+from postcall.domain import Participant, Segment, SpeakerMode, TranscriptDocument, Word
 from postcall.errors import InvalidInput
 
 # A word in no turn takes the nearest turn's speaker when that turn is this close.
@@ -137,6 +137,40 @@ def name_speakers(segments: Sequence[Segment], names: Mapping[str, str]) -> tupl
             label = anonymous[key]
         out.append(replace(s, speaker=label))
     return tuple(out)
+
+
+def with_current_names(
+    doc: TranscriptDocument, participants: Sequence[Participant]
+) -> TranscriptDocument:
+    """The document with its speakers named as the recording's participants are *now*.
+
+    A transcript keeps the names its recording had when it was made; a participant
+    renamed since (``PATCH /v1/recordings/{id}``) renames every segment labelled with
+    the old name, in every format. A speaker with no participant behind it (``Speaker
+    2`` of a diarized recording) is renamed by a participant whose id is that label.
+    """
+    current = {p.id: p for p in participants}
+    by_label: dict[str, str] = {}
+    labelled: set[str] = set()  # participants named after a label they now rename
+    for p in doc.participants:
+        if p.id in current and current[p.id].name != p.name:
+            by_label[p.name] = current[p.id].name
+    for label in doc.speakers:
+        renamed = label in current and current[label].name != label
+        if renamed and label not in by_label and all(p.name != label for p in doc.participants):
+            by_label[label] = current[label].name
+            labelled.add(label)
+    known = {p.id for p in doc.participants}
+    now = tuple(current.get(p.id, p) for p in doc.participants) + tuple(
+        p for p in participants if p.id not in known and p.id in labelled
+    )
+    if not by_label and now == doc.participants:
+        return doc
+    segments = tuple(
+        replace(s, speaker=by_label.get(s.speaker, s.speaker)) if s.speaker else s
+        for s in doc.segments
+    )
+    return replace(doc, segments=segments, participants=now)
 
 
 def resolve_mode(

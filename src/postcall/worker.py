@@ -184,13 +184,16 @@ class Worker(UnitWork):
         if job is not None:
             self.current = job
             try:
-                self.process(job)
+                # A job assembled from units shared by many workers says nothing of one
+                # worker's pace: only whole jobs are timed for the queue's estimates.
+                self.process(job, timed=isinstance(work, Transcription))
             finally:
                 self.current = None
         return True
 
-    def process(self, job: Transcription) -> None:
+    def process(self, job: Transcription, *, timed: bool = True) -> None:
         started = time.monotonic()
+        result: TranscriptionResult | object = None
         heartbeat = Heartbeat(self.store, job.id, self.worker_id, self.config.lease_s)
         heartbeat.progress = job.progress
         heartbeat.start()
@@ -233,6 +236,8 @@ class Worker(UnitWork):
             return
         if outcome in ("completed", "failed"):
             JOB_SECONDS.observe(time.monotonic() - started)
+        if outcome == "completed" and timed and isinstance(result, TranscriptionResult):
+            self._record_run(result.duration, time.monotonic() - started)
         log.info("job %s %s in %.1f s", job.id, outcome, time.monotonic() - started)
         if outcome in ("completed", "failed") and self.after_job is not None:
             try:
@@ -243,6 +248,13 @@ class Worker(UnitWork):
                 log.exception("job %s: what follows its end failed", job.id)
         if outage is not None:
             raise outage  # the run loop backs off before claiming again
+
+    def _record_run(self, audio_s: float, elapsed_s: float) -> None:
+        """Keep the job's pace for the queue's estimates (bookkeeping: never fatal)."""
+        try:
+            self.store.record_run(audio_s, elapsed_s)
+        except Exception as exc:
+            log.warning("could not record the job's speed: %s", exc)
 
     def _release_quietly(self, job: Transcription) -> bool:
         try:

@@ -69,6 +69,8 @@ def test_create_poll_and_download(api: Any, wav: bytes) -> None:
     t = r.json()
     assert t["id"].startswith("tr_")
     assert t["status"]["code"] == "processing" and t["status"]["sub_code"] is None
+    assert t["status"]["queue_position"] == 1  # postcall's addition: where it waits
+    assert t["status"]["eta_seconds"] is None  # no job has run yet: unknown
     assert t["recording"] == {"id": rec["id"], "metadata": META}
     assert t["metadata"] == {"crm_id": "42"}
     assert t["provider"] == body["provider"] and t["diarization"] == body["diarization"]

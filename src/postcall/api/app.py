@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import postcall
-from postcall.api import native, recall, webhooks
+from postcall.api import console, edits, native, recall, webhooks
 from postcall.api.idempotency import DigestBodies
 from postcall.api.middleware import UploadLimit
 from postcall.errors import (
@@ -90,12 +90,18 @@ def create_app(components: Components) -> FastAPI:
         title="postcall",
         version=postcall.__version__,
         description="Self-hosted asynchronous transcription of call and meeting recordings.",
+        docs_url=None,  # served from installed files by ``console.mount``, not a CDN
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.components = components
     app.include_router(native.router)
     app.include_router(native.transcriptions)
+    app.include_router(edits.router)
+    app.include_router(edits.transcriptions)
     app.include_router(webhooks.router)
     app.include_router(recall.router)
+    console.mount(app)
     app.add_middleware(
         UploadLimit, max_bytes=components.settings.max_upload_bytes, render=error_response
     )

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from postcall import formats
+from postcall import edits, formats
 from postcall.api.deps import Svc, Tenant, components, transcription_enabled
 from postcall.api.idempotency import idempotent
 from postcall.api.middleware import StrictJsonRoute
@@ -321,7 +321,11 @@ def list_recording_transcriptions(
     recording_id: str, tenant: Tenant, svc: Svc, limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
     page = svc.list_transcriptions(tenant, recording_id=recording_id, limit=limit, cursor=cursor)
-    return {"data": [transcription_view(t) for t in page.items], "nextCursor": page.next_cursor}
+    standing = edits.standings(svc, page.items)
+    return {
+        "data": [transcription_view(t, standing=standing.get(t.id)) for t in page.items],
+        "nextCursor": page.next_cursor,
+    }
 
 
 @transcriptions.get(
@@ -330,12 +334,15 @@ def list_recording_transcriptions(
     response_model_exclude_none=True,
 )
 def get_transcription(transcription_id: str, tenant: Tenant, svc: Svc) -> Any:
-    """Status; once completed, the transcript as ``[HH:MM:SS] Speaker: text`` lines."""
+    """Status; once completed, the transcript as ``[HH:MM:SS] Speaker: text`` lines.
+    While queued or processing: ``progress``, ``queuePosition`` and ``etaSeconds``
+    (null when unknown)."""
     t = svc.get_transcription(tenant, transcription_id)
     text = None
     if t.status is TranscriptionStatus.COMPLETED:
         text = formats.to_text_lines(svc.load_document(t))
-    return transcription_view(t, text)
+    # Answered as built: only the fields of the status, and a null estimate stays null.
+    return JSONResponse(transcription_view(t, text, standing=edits.standings(svc, [t]).get(t.id)))
 
 
 @transcriptions.get("/transcriptions/{transcription_id}/transcript", responses=error_responses(409))

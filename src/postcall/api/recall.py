@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from postcall import formats
+from postcall import edits, formats
 from postcall.api.deps import Svc, Tenant, components, transcription_enabled
 from postcall.api.idempotency import idempotent
 from postcall.api.middleware import StrictJsonRoute
@@ -85,6 +85,16 @@ class TranscriptStatus(BaseModel):
     code: StatusCode
     sub_code: str | None
     updated_at: str
+    queue_position: int | None = Field(
+        None,
+        description="postcall's addition, while processing: 1 for the next job a worker "
+        "takes (null once it runs, or when unknown).",
+    )
+    eta_seconds: float | None = Field(
+        None,
+        description="postcall's addition, while processing: about how many seconds until "
+        "it is done (null when unknown).",
+    )
 
 
 class TranscriptData(BaseModel):
@@ -209,7 +219,17 @@ _Facts = tuple[Mapping[str, Any], datetime | None]
 def _render(request: Request, t: Transcription, facts: _Facts) -> dict[str, Any]:
     transcripts: Transcripts = components(request).transcripts
     link = transcripts.download_link(t, _base_url(request))
-    return transcript_object(t, facts[0], link.url if link else None, facts[1])
+    body = transcript_object(t, facts[0], link.url if link else None, facts[1])
+    return _with_standing(body, transcripts.service, t)
+
+
+def _with_standing(body: dict[str, Any], svc: Service, t: Transcription) -> dict[str, Any]:
+    """Recall's "processing" status, with where it stands in postcall's queue."""
+    if not t.status.terminal:
+        standing = edits.standings(svc, [t]).get(t.id)
+        body["status"]["queue_position"] = standing.queue_position if standing else None
+        body["status"]["eta_seconds"] = standing.eta_seconds if standing else None
+    return body
 
 
 def _recording_facts(svc: Service, tenant: str, recording_id: str) -> _Facts:
@@ -262,7 +282,8 @@ async def create_transcript(
                 "diarization": body.diarization.model_dump(),
             },
         )
-        return transcript_object(t, recording.metadata, None, svc.expires_at(recording))
+        created = transcript_object(t, recording.metadata, None, svc.expires_at(recording))
+        return _with_standing(created, svc, t)
 
     async def run() -> Response:
         return JSONResponse(await run_in_threadpool(create))

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from postcall.domain import Recording, SpeakerMode, Transcription, TranscriptionStatus
+from postcall.edits import Standing
 
 
 def iso(dt: Any) -> str:
@@ -100,6 +101,7 @@ _ERROR_MEANING = {
     "most transcripts, or a request with this Idempotency-Key is still running",
     413: "The upload is larger than the limit",
     415: "The media is not a format postcall can read",
+    416: "The Range asks for bytes past the end of the media",
     422: "Invalid input, media that cannot be transcribed, or an Idempotency-Key reused "
     "with another request",
     503: "A backend (store or blob store) does not answer; retry after Retry-After "
@@ -127,9 +129,21 @@ class TranscriptionView(BaseModel):
     segmentCount: str | None = None
     text: str | None = None
     error: ErrorBody | None = None
+    queuePosition: int | None = Field(
+        None,
+        description="While queued or processing: 1 for the next job a worker takes; null "
+        "while processing (or when unknown).",
+    )
+    etaSeconds: float | None = Field(
+        None,
+        description="While queued or processing: about how many seconds until it is done, "
+        "from the queue and the speed of recent jobs; null when unknown.",
+    )
 
 
-def transcription_view(t: Transcription, text: str | None = None) -> dict[str, Any]:
+def transcription_view(
+    t: Transcription, text: str | None = None, *, standing: Standing | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "transcriptionId": t.id,
         "status": t.status.value,
@@ -139,6 +153,8 @@ def transcription_view(t: Transcription, text: str | None = None) -> dict[str, A
     }
     if t.status in (TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING):
         body["progress"] = round(t.progress, 4)
+        body["queuePosition"] = None if standing is None else standing.queue_position
+        body["etaSeconds"] = None if standing is None else standing.eta_seconds
     if t.status is TranscriptionStatus.COMPLETED and t.result is not None:
         body["language"] = t.result.language
         body["duration"] = seconds_str(t.result.duration)

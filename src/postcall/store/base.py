@@ -30,6 +30,7 @@ from postcall.domain import (
     TranscriptionStatus,
 )
 from postcall.metadata import renderable, renderable_object
+from postcall.store.edits import EditStore
 from postcall.store.idempotency import IdempotencyStore
 from postcall.store.retention import RetentionStore
 from postcall.store.units import UnitStore
@@ -46,9 +47,10 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(WebhookStore, IdempotencyStore, UnitStore, RetentionStore, Protocol):
+class Store(WebhookStore, IdempotencyStore, UnitStore, RetentionStore, EditStore, Protocol):
     """Records (recordings, transcriptions, API keys, idempotency keys), the job queue
-    with its chunk units, the webhook outbox, and what has outlived its retention."""
+    with its chunk units, the webhook outbox, what has outlived its retention, and
+    edits and queue facts (``postcall.store.edits``)."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:

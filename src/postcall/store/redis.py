@@ -76,6 +76,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.redis_edits import RedisEditsMixin
 from postcall.store.redis_idempotency import RedisIdempotency
 from postcall.store.redis_units import RedisUnitsMixin
 from postcall.store.redis_webhooks import RedisWebhooks
@@ -169,9 +170,9 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 
 @_outages
-class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
+class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin, RedisEditsMixin):
     """The ``Store`` port on Redis (see the module docstring for the layout; chunk
-    units: ``RedisUnitsMixin``)."""
+    units: ``RedisUnitsMixin``; edits and queue facts: ``RedisEditsMixin``)."""
 
     def __init__(
         self,
@@ -208,6 +209,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin):
         self._init_webhooks()
         self._init_idempotency()
         self._init_units()
+        self._init_edits()
 
     @classmethod
     def from_url(

@@ -38,6 +38,7 @@ from postcall.store.base import (
     result_to_json,
     transcription_from_row,
 )
+from postcall.store.sqlite_edits import RUNS_SCHEMA, SqliteEditsMixin
 from postcall.store.sqlite_units import UNITS_SCHEMA, SqliteUnitsMixin
 from postcall.store.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhooks
 
@@ -97,8 +98,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixin):
-    """The ``Store`` port on one SQLite file (chunk units: ``SqliteUnitsMixin``)."""
+class SqliteStore(
+    SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixin, SqliteEditsMixin
+):
+    """The ``Store`` port on one SQLite file (chunk units: ``SqliteUnitsMixin``; edits
+    and queue facts: ``SqliteEditsMixin``)."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
@@ -115,7 +119,7 @@ class SqliteStore(SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixi
         self._writing = threading.Lock()
         db = self._conn()
         # executescript manages its own transaction
-        db.executescript(_SCHEMA + WEBHOOK_SCHEMA + idempotency.SCHEMA + UNITS_SCHEMA)
+        db.executescript(_SCHEMA + WEBHOOK_SCHEMA + idempotency.SCHEMA + UNITS_SCHEMA + RUNS_SCHEMA)
         columns = {r["name"] for r in db.execute("PRAGMA table_info(transcriptions)")}
         if "metadata" not in columns:  # a database made before transcripts had metadata
             db.execute("ALTER TABLE transcriptions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
