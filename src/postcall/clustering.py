@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float32]
+SEARCH = 8  # the eigengap is looked for among the first SEARCH (or ``high``) eigenvalues
 Labels = npt.NDArray[np.int64]
 
 
@@ -120,7 +121,10 @@ def spectral_labels(embeddings: Array, low: int, high: int, *, min_windows: int 
     if n < 3 or high <= 1:
         return np.zeros(n, dtype=np.int64)
     affinity = cosine_affinity(embeddings)
-    cap = min(high, max(1, n // max(1, min_windows)))
+    # Counts are looked for up to SEARCH even when ``high`` is lower (then clamped): with
+    # three voices and at most two asked for, the gap after the third eigenvalue is the
+    # clear one, and stopping before it would find none.
+    cap = min(max(high, SEARCH), max(1, n // max(1, min_windows)))
     k, spectral = estimate(affinity, low, high, cap=cap)
     if k <= 1:
         return np.zeros(n, dtype=np.int64)

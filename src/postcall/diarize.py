@@ -252,7 +252,7 @@ class DiarizeOptions:
     hop_s: float = 0.4  # between the 1.6 s windows (the encoder's partial utterances)
     # spectral: the count from the eigengap of a pruned affinity graph (NME-SC), no
     # threshold; ahc: average linkage cut where the merge distance reaches ``threshold``.
-    clustering: Literal["spectral", "ahc"] = "ahc"
+    clustering: Literal["spectral", "ahc"] = "spectral"
     # spectral: the estimate counts at most one speaker per this much speech (as window
     # hops), so a few seconds of audio or a back-channel do not add participants.
     min_speaker_s: float = 2.0
@@ -268,7 +268,7 @@ class DiarizeOptions:
     highpass_hz: float = 200.0  # rumble cut before the VAD and the embeddings (0: none)
     # The VAD gain per 32 ms frame (from the loudest frame within 0.5 s) rather than one
     # for the whole recording: a participant far quieter than the others is heard too.
-    vad_local_gain: bool = False
+    vad_local_gain: bool = True
 
 
 def diarize(
