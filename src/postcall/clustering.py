@@ -113,9 +113,8 @@ def kmeans(x: npt.NDArray[np.float64], k: int, *, seed: int = 0, rounds: int = 1
 def spectral_labels(embeddings: Array, low: int, high: int, *, min_windows: int = 1) -> Labels:
     """Cluster labels of the rows of ``embeddings``; the count estimated in [low, high].
 
-    The estimate counts at most one speaker per ``min_windows`` rows (a voice heard in
-    fewer windows than that, such as a back-channel, is no evidence of a participant),
-    unless ``low`` asks for more.
+    The estimate counts at most one speaker per ``min_windows`` rows (so that a short
+    recording is not split into many voices), unless ``low`` asks for more.
     """
     n = embeddings.shape[0]
     if n < 3 or high <= 1:

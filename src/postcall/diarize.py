@@ -254,7 +254,7 @@ class DiarizeOptions:
     # threshold; ahc: average linkage cut where the merge distance reaches ``threshold``.
     clustering: Literal["spectral", "ahc"] = "spectral"
     # spectral: the estimate counts at most one speaker per this much speech (as window
-    # hops), so a few seconds of audio or a back-channel do not add participants.
+    # hops), so that a few seconds of audio are not split into many voices.
     min_speaker_s: float = 2.0
     threshold: float = 0.3  # average-linkage cosine distance at which clusters stay apart
     max_cluster_windows: int = 2000  # more windows: cluster a subsample, assign the rest
