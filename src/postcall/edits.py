@@ -6,6 +6,7 @@ Functions over ``Service`` (its ports and limits); no HTTP here.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,18 +96,15 @@ def standings(svc: Service, transcriptions: Sequence[Transcription]) -> dict[str
     live = [t for t in transcriptions if not t.status.terminal]
     if not live:
         return {}
-    speed = queue_eta.speed_of(svc.store.recent_runs(queue_eta.RUNS_CONSIDERED))
-    processing = svc.store.processing_count()
-    durations: dict[tuple[str, str], float] = {}
+    facts = svc.queue_facts
+    speed, processing = facts.pace(svc.store.recent_runs, svc.store.processing_count)
     out: dict[str, Standing] = {}
     for t in live:
         where = (t.tenant, t.recording_id)
-        if where not in durations:
-            try:
-                durations[where] = svc.store.get_recording(*where).media.duration
-            except NotFound:
-                continue
-        duration = durations[where]
+        try:
+            duration = facts.length(where, functools.partial(_length, svc, where))
+        except NotFound:
+            continue
         if t.status is TranscriptionStatus.QUEUED:
             position = svc.store.queue_position(t.id)
             eta = (
@@ -119,6 +117,10 @@ def standings(svc: Service, transcriptions: Sequence[Transcription]) -> dict[str
             eta = queue_eta.eta_processing(speed, duration, t.progress)
             out[t.id] = Standing(None, _seconds(eta))
     return out
+
+
+def _length(svc: Service, where: tuple[str, str]) -> float:
+    return svc.store.get_recording(*where).media.duration
 
 
 def _seconds(eta: float | None) -> float | None:

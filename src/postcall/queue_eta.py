@@ -13,7 +13,10 @@ second of audio). With no recent job to go by, the estimate is None: honest, not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postcall.store.edits import Run
@@ -56,3 +59,53 @@ def eta_queued(
     workers = max(1, processing)
     ahead = (position - 1) + 0.5 * processing
     return ahead / workers * speed.mean_job_s + duration_s * speed.rate
+
+
+class QueueFacts:
+    """The queue's slow-moving facts, kept a moment so that status polls stay cheap.
+
+    Every client polls its job every few seconds; each poll of a queued job would
+    otherwise read the recent runs and count the running jobs again (two more store
+    round trips), and its recording's length. The pace and the running count are kept
+    for ``ttl_s`` (an estimate a second old is as good), the lengths of the last
+    ``max_lengths`` recordings for good (a recording's audio never changes)."""
+
+    def __init__(
+        self,
+        ttl_s: float = 1.0,
+        max_lengths: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_lengths = max_lengths
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._facts: tuple[float, Speed | None, int] | None = None
+        self._lengths: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def pace(
+        self, runs: Callable[[int], Sequence[Run]], processing: Callable[[], int]
+    ) -> tuple[Speed | None, int]:
+        """The recent pace and how many jobs run now, read at most once per ``ttl_s``."""
+        now = self._clock()
+        with self._lock:
+            facts = self._facts
+        if facts is not None and now - facts[0] < self.ttl_s:
+            return facts[1], facts[2]
+        speed, running = speed_of(runs(RUNS_CONSIDERED)), processing()
+        with self._lock:
+            self._facts = (now, speed, running)
+        return speed, running
+
+    def length(self, where: tuple[str, str], read: Callable[[], float]) -> float:
+        """The audio length of the recording ``where`` (tenant, id), read once."""
+        with self._lock:
+            if where in self._lengths:
+                self._lengths.move_to_end(where)
+                return self._lengths[where]
+        seconds = read()
+        with self._lock:
+            self._lengths[where] = seconds
+            while len(self._lengths) > self.max_lengths:
+                self._lengths.popitem(last=False)
+        return seconds

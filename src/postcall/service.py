@@ -45,6 +45,7 @@ from postcall.errors import (
 from postcall.languages import language_for_model, normalize_language
 from postcall.metadata import MAX_METADATA_BYTES, check_metadata
 from postcall.mixdown import mix_key
+from postcall.queue_eta import QueueFacts
 from postcall.retention import Retention
 from postcall.speakers import resolve_mode, with_current_names
 from postcall.store.base import Page, Store
@@ -211,6 +212,7 @@ class Service:
         self.default_language = default_language
         self.max_transcripts_per_recording = max_transcripts_per_recording
         self.on_enqueue = on_enqueue
+        self.queue_facts = QueueFacts()
 
     # --- recordings ---------------------------------------------------------------
     def create_recording(

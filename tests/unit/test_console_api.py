@@ -21,6 +21,7 @@ from postcall.settings import Settings
 from tests import media
 from tests.contract.s3_server import S3Server, s3_server_fixture  # noqa: F401
 from tests.fakes import ScriptedEngine
+from tests.helpers import wait_for
 from tests.unit.test_api import KEY, make_client, tone, upload
 
 
@@ -277,7 +278,12 @@ def test_queue_position_and_eta(api: Any, wav: bytes) -> None:
     assert first["queuePosition"] == 1 and first["etaSeconds"] is None
     assert client.get(f"/v1/transcriptions/{ids[2]}").json()["queuePosition"] == 3
     comps.store.record_run(60.0, 6.0)  # a recent job: 0.1 s per second of audio
-    third = client.get(f"/v1/transcriptions/{ids[2]}").json()
+
+    def estimated() -> Any:  # the queue's pace is read again at most once a second
+        got = client.get(f"/v1/transcriptions/{ids[2]}").json()
+        return got if got["etaSeconds"] is not None else None
+
+    third = wait_for(estimated, timeout=5, what="an estimate from the recent job")
     # two jobs ahead of 6 s each, then its own 3 s of audio at 0.1
     assert third["etaSeconds"] == pytest.approx(2 * 6.0 + 0.3, abs=0.05)
     listed = client.get(f"/v1/recordings/{rec['id']}/transcriptions").json()["data"]

@@ -22,6 +22,13 @@ from postcall.store.base import recording_from_row, transcription_from_row
 from postcall.store.edits import KEPT_RUNS, Run, not_failed
 
 # KEYS: rec. ARGV: metadata JSON. Returns the updated hash, or false when absent.
+_QUEUE_POSITION = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'seq')
+if h[1] ~= 'queued' or not h[2] then return false end
+return redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. h[2]) + 1
+"""
+"""KEYS: the transcription, the queued index. Its place in the queue (1 = next), or nil."""
+
 _UPDATE_METADATA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
@@ -72,6 +79,7 @@ class RedisEditsMixin:
         reg = self._client.register_script
         self._update_metadata = reg(_UPDATE_METADATA)
         self._retry = reg(lua.LIB + whlua.EMIT + ulua.ULIB + _RETRY)
+        self._position = reg(_QUEUE_POSITION)
         self._runs = f"{self._ns}:runs"
 
     def update_recording_metadata(
@@ -104,12 +112,9 @@ class RedisEditsMixin:
         return transcription_from_row(_pairs(out[1:]))
 
     def queue_position(self, transcription_id: str) -> int | None:
-        status, seq = cast(
-            list[str | None], self._client.hmget(self._tr(transcription_id), "status", "seq")
-        )
-        if status != "queued" or seq is None:
-            return None
-        return int(self._client.zcount(self._queued, "-inf", f"({seq}")) + 1
+        # One round trip: every status poll of a queued job asks this.
+        position = self._position([self._tr(transcription_id), self._queued], [])
+        return None if position is None else int(position)
 
     def processing_count(self) -> int:
         now = repr(float(self._clock()))
