@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -58,8 +59,11 @@ MAX_PROMPT_CHARS = 2000
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # fullmatch: "$" would pass a "\n"
 
 
+@functools.cache
 def diarization_available() -> bool:
-    """Whether offline diarization can run here (its encoder weights are installed)."""
+    """Whether offline diarization can run here (its encoder weights are installed).
+    Looked up once: searching the import path on every job request costs more than
+    the request's store writes."""
     return importlib.util.find_spec("resemblyzer") is not None
 
 
@@ -538,8 +542,10 @@ class Service:
         prompt: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         requested: Mapping[str, Any] | None = None,
+        recording: Recording | None = None,
     ) -> Transcription:
-        """Queue a transcription of a stored recording.
+        """Queue a transcription of a stored recording (``recording``: the caller has
+        just read it from the store; it is not read again).
 
         ``speakers`` is resolved here against what the recording carries, so a mode the
         recording cannot give is refused at once rather than failing later. A recording
@@ -570,7 +576,8 @@ class Service:
                 f"num_speakers ({num_speakers}) is outside min_speakers..max_speakers",
                 field="speakers",
             )
-        recording = self.store.get_recording(tenant, recording_id)
+        if recording is None or (recording.tenant, recording.id) != (tenant, recording_id):
+            recording = self.store.get_recording(tenant, recording_id)
         if self.retention.delete_media_after_transcription and not self.blobs.exists(
             recording.media_key
         ):

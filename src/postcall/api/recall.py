@@ -281,6 +281,7 @@ async def create_transcript(
                 "provider": body.provider,
                 "diarization": body.diarization.model_dump(),
             },
+            recording=recording,
         )
         created = transcript_object(t, recording.metadata, None, svc.expires_at(recording))
         return _with_standing(created, svc, t)
