@@ -197,3 +197,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_url(redis_server: RedisServer) -> str:
     """The session's server, emptied for this test (database 0)."""
     return redis_server.fresh_url()
+
+
+@pytest.fixture(name="redis_process")
+def redis_process_fixture(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of its own that a test may stop, kill and start again."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisProcess(directory)
+    server.start()
+    yield server
+    server.stop()

@@ -28,7 +28,7 @@ from postcall.store.redis import RedisStore
 from postcall.store.sqlite import SqliteStore
 from postcall.worker import Worker, WorkerConfig
 from tests import media
-from tests.contract.redis_server import RedisProcess
+from tests.contract.redis_server import RedisProcess, redis_process_fixture  # noqa: F401
 from tests.contract.s3_server import S3Server, s3_server_fixture  # noqa: F401
 from tests.contract.unpluggable import Unpluggable
 from tests.fakes import ScriptedEngine
@@ -36,16 +36,6 @@ from tests.helpers import wait_for
 
 TENANT = "t1"
 SOON_S = 8.0  # an outage must be reported within this, not after minutes of retries
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisProcess(directory)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

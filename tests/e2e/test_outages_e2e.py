@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from postcall.domain import TranscriptionStatus
 from postcall.store.redis import RedisStore
 from tests import media
 from tests.conftest import ROOT
-from tests.contract.redis_server import RedisProcess
+from tests.contract.redis_server import RedisProcess, redis_process_fixture  # noqa: F401
 from tests.contract.s3_server import S3Server, s3_server_fixture  # noqa: F401
 from tests.contract.unpluggable import Unpluggable
 from tests.e2e.server import Server
@@ -35,16 +34,6 @@ pytestmark = pytest.mark.e2e
 KEY = "outage-key"
 TENANT = "default"  # the tenant of POSTCALL_API_KEYS
 WAITING = "waiting for it to come back"
-
-
-@pytest.fixture
-def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisProcess(directory)
-    server.start()
-    yield server
-    server.stop()
 
 
 def base_env(redis: RedisProcess) -> dict[str, str]:

@@ -71,33 +71,34 @@ def test_ipv6_loopback_is_refused_and_nothing_connects() -> None:
         assert wire.connections == 0
 
 
-@pytest.mark.parametrize(
-    "address",
-    [
-        "10.1.2.3",
-        "172.16.0.1",
-        "192.168.1.1",
-        "169.254.169.254",
-        "100.64.0.1",
-        "100.127.255.254",
-        "0.0.0.0",
-        "224.0.0.1",
-        "239.255.255.250",
-        "240.0.0.1",
-        "255.255.255.255",
-        "::1",
-        "::",
-        "fd00::1",
-        "fc00::1",
-        "fe80::1",
-        "ff02::1",
-        "::ffff:10.0.0.1",
-        "::ffff:169.254.169.254",
-        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
-        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
-        "2001:db8::1",
-    ],
-)
+NON_PUBLIC = [
+    "10.1.2.3",
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "100.127.255.254",
+    "0.0.0.0",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "::",
+    "fd00::1",
+    "fc00::1",
+    "fe80::1",
+    "ff02::1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "2001:db8::1",
+]
+"""Addresses no outbound request may reach unless allowed (with LOOPBACK_SPELLINGS)."""
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC)
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not OutboundPolicy().permits(ipaddress.ip_address(address))
 

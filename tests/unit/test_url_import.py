@@ -23,33 +23,8 @@ from tests import media
 from tests.e2e.receiver import Tripwire
 from tests.origin import Origin, Route, serving
 from tests.unit.test_api import make_client, tone
-from tests.unit.test_outbound import LOOPBACK_SPELLINGS, has_ipv6_loopback
+from tests.unit.test_outbound import LOOPBACK_SPELLINGS, NON_PUBLIC, has_ipv6_loopback
 
-# The non-public addresses of test_outbound (with LOOPBACK_SPELLINGS: 31 spellings).
-NON_PUBLIC = [
-    "10.1.2.3",
-    "172.16.0.1",
-    "192.168.1.1",
-    "169.254.169.254",
-    "100.64.0.1",
-    "100.127.255.254",
-    "0.0.0.0",
-    "224.0.0.1",
-    "239.255.255.250",
-    "240.0.0.1",
-    "255.255.255.255",
-    "::1",
-    "::",
-    "fd00::1",
-    "fc00::1",
-    "fe80::1",
-    "ff02::1",
-    "::ffff:10.0.0.1",
-    "::ffff:169.254.169.254",
-    "2002:a9fe:a9fe::1",
-    "64:ff9b::7f00:1",
-    "2001:db8::1",
-]
 CAP = 256 * 1024
 TIMEOUT_S = 1.5
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -15,8 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from postcall import edits
 from postcall.api import deps
-from postcall.api.deps import Svc, Tenant, components, transcription_enabled
-from postcall.api.middleware import StrictJsonRoute
+from postcall.api.deps import Svc, Tenant, components
+from postcall.api.middleware import v1_routers
 from postcall.api.schemas import (
     TranscriptionView,
     error_responses,
@@ -26,15 +26,7 @@ from postcall.api.schemas import (
 )
 from postcall.errors import NotFound
 
-router = APIRouter(
-    prefix="/v1", responses=error_responses(401, 404, 422, 503), route_class=StrictJsonRoute
-)
-transcriptions = APIRouter(
-    prefix="/v1",
-    route_class=StrictJsonRoute,
-    dependencies=[Depends(transcription_enabled)],
-    responses=error_responses(401, 404, 422, 503),
-)
+router, transcriptions = v1_routers()
 
 LINK_TTL_S = 4 * 3600
 """How long a media link stays valid (a signed postcall link, or S3's pre-signed one)."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from postcall.api.deps import transcription_enabled
+from postcall.api.schemas import error_responses
 from postcall.errors import PayloadTooLarge
 from postcall.metadata import parse_json
 
@@ -101,3 +103,17 @@ def _is_json(content_type: str) -> bool:
 def _metadata_limit(request: Request) -> int:
     limit: int = request.app.state.components.settings.max_metadata_bytes
     return limit
+
+
+def v1_routers() -> tuple[APIRouter, APIRouter]:
+    """The native API's two routers under ``/v1``: one for recordings, one for the
+    transcription routes that TRANSCRIPTION_POST_ENABLED=false switches off."""
+    common = error_responses(401, 404, 422, 503)
+    plain = APIRouter(prefix="/v1", responses=common, route_class=StrictJsonRoute)
+    switched = APIRouter(
+        prefix="/v1",
+        route_class=StrictJsonRoute,
+        dependencies=[Depends(transcription_enabled)],
+        responses=common,
+    )
+    return plain, switched

@@ -6,16 +6,16 @@ import asyncio
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from postcall import edits, formats
-from postcall.api.deps import Svc, Tenant, components, transcription_enabled
+from postcall.api.deps import Svc, Tenant, components
 from postcall.api.idempotency import idempotent
-from postcall.api.middleware import StrictJsonRoute
+from postcall.api.middleware import v1_routers
 from postcall.api.schemas import (
     ImportRecording,
     RegisterRecording,
@@ -34,15 +34,7 @@ from postcall.fetch import check_url_shape
 from postcall.metadata import MAX_DEPTH, parse_json
 from postcall.service import Service
 
-router = APIRouter(
-    prefix="/v1", responses=error_responses(401, 404, 422, 503), route_class=StrictJsonRoute
-)
-transcriptions = APIRouter(
-    prefix="/v1",
-    route_class=StrictJsonRoute,
-    dependencies=[Depends(transcription_enabled)],
-    responses=error_responses(401, 404, 422, 503),
-)
+router, transcriptions = v1_routers()
 
 MAX_TRACKS = 32
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
