@@ -57,9 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from meeting import SENTENCES  # noqa: E402  (a sibling)
 from pipeline import OUT, RATE, TESTDATA, default_model, load  # noqa: E402
 
-from postcall import der as dm  # noqa: E402
-from postcall import diarize as dz  # noqa: E402
-from postcall import speakers as sp  # noqa: E402
+from postcall.speakers import attribution as sp  # noqa: E402
+from postcall.speakers import der as dm  # noqa: E402
+from postcall.speakers import diarize as dz  # noqa: E402
 
 Audio = npt.NDArray[np.float32]
 Reference = list[tuple[float, float, str]]
@@ -421,7 +421,7 @@ def main() -> None:
 def run(
     split: str, recipes: list[Recipe], seed: int, out: Path, model_dir: str, *, write: bool
 ) -> None:
-    from postcall import voice_encoder as ve
+    from postcall.speakers import encoder as ve
 
     began = time.perf_counter()
     encoder = ve.VoiceEncoder.load()

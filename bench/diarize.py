@@ -1,4 +1,4 @@
-"""Benchmark: offline speaker diarization (``postcall.diarize``) by diarization error rate.
+"""Benchmark: offline speaker diarization (``postcall.speakers.diarize``) by diarization error rate.
 
 Run as ``.venv/bin/python bench/diarize.py`` (needs ``pip install --no-deps
 resemblyzer==0.1.4`` for the encoder weights). Cases:
@@ -63,10 +63,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = Path(os.environ.get("POSTCALL_TESTDATA", ROOT.parent / "shared" / "testdata"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from postcall import der as dm  # noqa: E402
-from postcall import diarize as dz  # noqa: E402
-from postcall import voice_encoder as ve  # noqa: E402
 from postcall.audio import decode  # noqa: E402
+from postcall.speakers import der as dm  # noqa: E402
+from postcall.speakers import diarize as dz  # noqa: E402
+from postcall.speakers import encoder as ve  # noqa: E402
 
 RATE = 16000
 # The defaults before the far-field conditioning, for comparison.

@@ -210,7 +210,7 @@ class Recording:
 
 
 class SpeakerMode(StrEnum):
-    """Where speaker attribution comes from (see ``postcall.speakers``)."""
+    """Where speaker attribution comes from (see ``postcall.speakers.attribution``)."""
 
     AUTO = "auto"
     SEPARATE_STREAMS = "separate_streams"

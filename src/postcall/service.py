@@ -48,7 +48,7 @@ from postcall.metadata import MAX_METADATA_BYTES, check_metadata
 from postcall.mixdown import mix_key
 from postcall.queue_eta import QueueFacts
 from postcall.retention import Retention
-from postcall.speakers import resolve_mode, with_current_names
+from postcall.speakers.attribution import resolve_mode, with_current_names
 from postcall.store.base import Page, Store
 
 log = logging.getLogger(__name__)

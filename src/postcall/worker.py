@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from postcall import audio, decode_child, formats, speakers, split
+from postcall import audio, decode_child, formats, split
 from postcall.blobs.base import BlobStore
 from postcall.domain import (
     Participant,
@@ -60,6 +60,7 @@ from postcall.outages import Outage
 from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transcribe_sources
 from postcall.retention import Sweeper
 from postcall.service import document_key
+from postcall.speakers import attribution as speakers
 from postcall.store.base import Store
 from postcall.store.units import (
     UnitClaim,
@@ -387,7 +388,7 @@ class Worker(UnitWork):
         return None
 
     def _diarize(self, recording: Recording, job: Transcription) -> list[speakers.Turn]:
-        from postcall import diarize
+        from postcall.speakers import diarize
 
         with self.blobs.local_file(recording.media_key) as path:
             mono = np.concatenate(list(audio.decode(path, max_s=self.config.max_duration_s)))

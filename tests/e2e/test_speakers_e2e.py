@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from postcall.voice_encoder import HOP, PARTIAL_FRAMES, SAMPLE_RATE
+from postcall.speakers.encoder import HOP, PARTIAL_FRAMES, SAMPLE_RATE
 from tests import media
 from tests.conftest import clip
 from tests.e2e.server import Server, model_server

@@ -1,4 +1,4 @@
-"""Speaker counting and clustering (``postcall.clustering``), and hearing a quiet
+"""Speaker counting and clustering (``postcall.speakers.clustering``), and hearing a quiet
 participant: the per-frame VAD gain and a call whose far side is 25 dB down.
 
 The synthetic tests use embeddings far apart for a clear answer (the count must be
@@ -13,12 +13,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from postcall import clustering as cl
-from postcall import diarize as dz
 from postcall import errors
-from postcall import voice_encoder as ve
 from postcall.audio import decode
-from postcall.der import der
+from postcall.speakers import clustering as cl
+from postcall.speakers import diarize as dz
+from postcall.speakers import encoder as ve
+from postcall.speakers.der import der
 from tests import speech
 
 

@@ -22,13 +22,13 @@ import av
 import numpy as np
 import pytest
 
-from postcall import der as dm
-from postcall import diarize as dz
 from postcall import errors
-from postcall import voice_encoder as ve
 from postcall.audio import decode
-from postcall.der import der
-from postcall.diarize import Turn
+from postcall.speakers import der as dm
+from postcall.speakers import diarize as dz
+from postcall.speakers import encoder as ve
+from postcall.speakers.der import der
+from postcall.speakers.diarize import Turn
 from tests.conftest import clip
 
 # ---------------------------------------------------------------------------- helpers

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postcall.domain import Segment, Word
-from postcall.speakers import Turn, attribute, merge_streams, name_speakers
+from postcall.speakers.attribution import Turn, attribute, merge_streams, name_speakers
 
 
 def seg(*words: tuple[float, float, str]) -> Segment:

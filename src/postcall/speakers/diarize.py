@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from postcall import clustering
-from postcall.voice_encoder import (
+from postcall.speakers import clustering
+from postcall.speakers.encoder import (
     HOP,
     PARTIAL_FRAMES,
     SAMPLE_RATE,

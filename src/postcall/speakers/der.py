@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from postcall.diarize import Turn
+from postcall.speakers.diarize import Turn
 
 
 def read_rttm(

@@ -1,4 +1,4 @@
-"""Spectral speaker clustering for ``postcall.diarize``, in numpy only.
+"""Spectral speaker clustering for ``postcall.speakers.diarize``, in numpy only.
 
 ``spectral_labels``: spectral clustering of window embeddings with the number of
 speakers estimated from the eigengap of a pruned cosine-affinity graph (Park et al.,
