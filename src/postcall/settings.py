@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     blob_url: str | None = Field(
         None, description="Blob backend URL; default file://<data_dir>/blobs."
     )
+    sqlite_busy_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="SQLite store: how long a write waits for another process's lock "
+        "before the request answers 503 store_unavailable (s).",
+    )
     auth: Literal["required", "disabled"] = Field(
         "required", description="'disabled' allows anonymous access, only on a loopback bind."
     )

@@ -31,7 +31,7 @@ def build_store(settings: Settings) -> Store:
     if url.startswith("sqlite:///"):
         from postcall.store.sqlite import SqliteStore
 
-        store = SqliteStore.from_url(url)
+        store = SqliteStore.from_url(url, busy_timeout_s=settings.sqlite_busy_timeout_s)
     elif url.startswith(("redis://", "rediss://", "unix://")):
         from postcall.store.redis import RedisStore
 

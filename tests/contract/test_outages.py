@@ -170,3 +170,44 @@ def test_a_worker_keeps_its_job_through_a_blob_outage_and_finishes_it_after(
         worker.stop()
         thread.join(timeout=30)
     store.close()
+
+
+def test_sqlite_store_reports_a_held_lock_or_a_full_disk_as_an_outage(tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock past the busy timeout, or a disk that
+    is full, is an outage (``StoreUnavailable``, retryable), not an internal error; the
+    store works again once the lock is let go. Reads go on meanwhile (WAL)."""
+    import sqlite3
+
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path, busy_timeout_s=0.2)
+    service = Service(store, LocalBlobStore(tmp_path / "blobs"))
+    audio = tone(tmp_path / "a.wav")
+
+    def add(metadata: dict[str, str] | None = None) -> str:
+        with audio.open("rb") as fh:
+            return service.create_recording(
+                TENANT, fh, filename="a.wav", content_type="audio/wav", metadata=metadata
+            ).id
+
+    first = add()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # what a stuck writer in another process holds
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database is locked") as caught:
+            add()
+        assert time.monotonic() - started < SOON_S
+        assert caught.value.retryable and caught.value.code == "store_unavailable"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.get_recording(TENANT, first).id == first
+    assert store.get_recording(TENANT, add()).filename == "a.wav"
+
+    # A full disk: the database may not grow past the pages it has now.
+    pages = store._conn().execute("PRAGMA page_count").fetchone()[0]
+    store._conn().execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(StoreUnavailable, match="full"):
+        for _ in range(200):  # each adds a row of about 2 kB: soon a page more is needed
+            add({"notes": "x" * 2000})
+    store.close()

@@ -244,3 +244,32 @@ def test_a_body_that_is_not_json_says_so(api: Any, wav: bytes) -> None:
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert error["field"] == "body" and "not valid JSON" in error["message"], error
+
+
+def test_a_locked_sqlite_database_answers_503_and_keeps_nothing(data_dir: Path, wav: bytes) -> None:
+    """A write that cannot get SQLite's lock in POSTCALL_SQLITE_BUSY_TIMEOUT_S (another
+    process holds it) is a retryable 503, not a 500; the refused upload leaves no file,
+    and the same request succeeds once the lock is let go."""
+    import sqlite3
+
+    client, comps = make_client(data_dir, sqlite_busy_timeout_s=0.2)
+    try:
+        assert upload(client, wav).status_code == 201
+        blobs = data_dir / "blobs"
+        files_before = sorted(p for p in blobs.rglob("*") if p.is_file())
+        other = sqlite3.connect(data_dir / "postcall.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            r = upload(client, wav, id="while-locked")
+            assert r.status_code == 503, r.text
+            error = r.json()["error"]
+            assert error["code"] == "store_unavailable" and error["retryable"] is True
+            assert int(r.headers["retry-after"]) > 0
+            assert client.get("/v1/recordings").status_code == 200  # reads go on (WAL)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert sorted(p for p in blobs.rglob("*") if p.is_file()) == files_before
+        assert upload(client, wav, id="while-locked").status_code == 201
+    finally:
+        comps.store.close()

@@ -34,20 +34,18 @@ Redis (or a replicated primary), not Redis Cluster.
 
 Outages: a Redis that does not answer (stopped, restarting, still loading its data,
 a read-only replica after a failover) surfaces as ``StoreUnavailable`` from every
-public method (``_outages``); a client made from a URL gives up on a dead server
+public method (``raising_unavailable``); a client made from a URL gives up on a dead server
 within about a second (a short reconnecting retry, then the error) so that requests
 answer 503 at once rather than hang.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -61,7 +59,7 @@ from postcall.domain import (
     TranscriptionResult,
     TranscriptionStatus,
 )
-from postcall.errors import Conflict, LimitReached, NotFound, StoreUnavailable, WorkerLost
+from postcall.errors import Conflict, LimitReached, NotFound, WorkerLost
 from postcall.store import redis_lua as lua
 from postcall.store import redis_webhooks_lua as whlua
 from postcall.store.base import (
@@ -80,6 +78,7 @@ from postcall.store.redis_edits import RedisEditsMixin
 from postcall.store.redis_idempotency import RedisIdempotency
 from postcall.store.redis_units import RedisUnitsMixin
 from postcall.store.redis_webhooks import RedisWebhooks
+from postcall.store.unavailable import raising_unavailable
 
 _GROUP = "workers"
 
@@ -91,35 +90,6 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 10.0
-
-P = ParamSpec("P")
-R = TypeVar("R")
-C = TypeVar("C", bound=type)
-
-
-def _translated(method: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except OUTAGE_ERRORS as exc:
-            raise StoreUnavailable(f"the store (Redis) does not answer: {exc}") from exc
-
-    return call
-
-
-def _outages(cls: C) -> C:
-    """Make every public method of ``cls`` (its mixins' too) raise ``StoreUnavailable``
-    instead of redis-py's connection errors."""
-    names = {
-        name
-        for klass in cls.__mro__
-        for name, attr in vars(klass).items()
-        if not name.startswith("_") and name != "close" and inspect.isfunction(attr)
-    }
-    for name in names:
-        setattr(cls, name, _translated(getattr(cls, name)))
-    return cls
 
 
 def _client(url: str) -> redis.Redis:
@@ -169,7 +139,7 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-@_outages
+@raising_unavailable(OUTAGE_ERRORS, "Redis")
 class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin, RedisEditsMixin):
     """The ``Store`` port on Redis (see the module docstring for the layout; chunk
     units: ``RedisUnitsMixin``; edits and queue facts: ``RedisEditsMixin``)."""

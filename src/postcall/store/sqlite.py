@@ -41,6 +41,7 @@ from postcall.store.base import (
 from postcall.store.sqlite_edits import RUNS_SCHEMA, SqliteEditsMixin
 from postcall.store.sqlite_units import UNITS_SCHEMA, SqliteUnitsMixin
 from postcall.store.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhooks
+from postcall.store.unavailable import raising_unavailable
 
 T = TypeVar("T")
 
@@ -98,14 +99,42 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
+#: How long a writer waits for another process's write lock before giving up (s).
+BUSY_TIMEOUT_S = 30.0
+
+#: What SQLite says when it cannot serve a request now (another process holds the write
+#: lock past the busy timeout, the disk is full or failing, the file cannot be opened
+#: or written): an outage, not a wrong request.
+OUTAGE_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+    "attempt to write a readonly database",
+)
+
+
+def _outage(exc: BaseException) -> bool:
+    return any(m in str(exc).lower() for m in OUTAGE_MESSAGES)
+
+
+@raising_unavailable((sqlite3.OperationalError,), "SQLite", when=_outage)
 class SqliteStore(
     SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixin, SqliteEditsMixin
 ):
     """The ``Store`` port on one SQLite file (chunk units: ``SqliteUnitsMixin``; edits
     and queue facts: ``SqliteEditsMixin``)."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = str(path)
+        self._busy_timeout_s = busy_timeout_s
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
@@ -128,23 +157,33 @@ class SqliteStore(
             db.execute("ALTER TABLE api_keys ADD COLUMN last_used_at REAL")
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> SqliteStore:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
         if not url.startswith("sqlite:///"):
             raise ValueError(f"not a sqlite URL: {url!r}")
-        return cls(url.removeprefix("sqlite:///") or ":memory:", clock=clock)
+        path = url.removeprefix("sqlite:///") or ":memory:"
+        return cls(path, clock=clock, busy_timeout_s=busy_timeout_s)
 
     # --- connection handling ---------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
             )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={round(self._busy_timeout_s * 1000)}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -158,7 +197,9 @@ class SqliteStore(
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk, I/O)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
