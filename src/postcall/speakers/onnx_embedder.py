@@ -194,7 +194,13 @@ class OnnxEmbedder:
                 part = np.concatenate(
                     [part, np.zeros_like(part[:1]).repeat(self._batch - count, 0)]
                 )
-            result = self.session.run([self._output], {self._input: part})[0]
+            try:
+                result = self.session.run([self._output], {self._input: part})[0]
+            except Exception as exc:  # onnxruntime's own classes
+                raise errors.ModelUnavailable(
+                    f"the speaker model ({self.model_id}) failed on input of shape "
+                    f"{list(part.shape)}: {exc}"
+                ) from exc
             out.append(np.asarray(result, dtype=np.float32)[:count])
         return unit_rows(np.concatenate(out))
 
