@@ -30,6 +30,8 @@ them; a word's true speaker is the reference turn that overlaps it most). System
 this benchmark), each with the count estimated and given, and ``one speaker`` (the
 reference speech as one speaker). Pooled rows sum errors over calls, meetings, all.
 The table goes to stdout, then one JSON line (also bench/out/calls-<set>.json).
+``--speaker-model PATH`` (and ``--speaker-features``) embeds with a local ONNX speaker
+model instead of the bundled encoder, as ``POSTCALL_SPEAKER_MODEL`` does.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from pipeline import OUT, RATE, TESTDATA, default_model, load  # noqa: E402
 from postcall.speakers import attribution as sp  # noqa: E402
 from postcall.speakers import der as dm  # noqa: E402
 from postcall.speakers import diarize as dz  # noqa: E402
+from postcall.speakers.embedding import FEATURES, EmbedderConfig, load_embedder  # noqa: E402
 
 Audio = npt.NDArray[np.float32]
 Reference = list[tuple[float, float, str]]
@@ -407,26 +410,49 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="CTranslate2 model directory")
     parser.add_argument("--out", type=Path, default=None, help="where recordings are kept")
     parser.add_argument("--tiny", action="store_true", help="one 20-second call, kept nowhere")
+    parser.add_argument(
+        "--speaker-model",
+        type=Path,
+        default=None,
+        help="a local ONNX speaker-embedding model instead of the bundled encoder "
+        "(as POSTCALL_SPEAKER_MODEL)",
+    )
+    parser.add_argument(
+        "--speaker-features",
+        default="fbank80",
+        choices=list(FEATURES),
+        help="its input (as POSTCALL_SPEAKER_FEATURES)",
+    )
     args = parser.parse_args()
     model_dir = args.model or default_model()
+    speaker = EmbedderConfig(model_path=args.speaker_model, features=args.speaker_features)
     if args.tiny:
         with tempfile.TemporaryDirectory(prefix="postcall-calls-") as tmp:
-            run("dev", [TINY], args.seed, Path(tmp), model_dir, write=False)
+            run("dev", [TINY], args.seed, Path(tmp), model_dir, write=False, speaker=speaker)
         return
     recipes = [r for r in RECIPES if not args.only or r.name in args.only.split(",")]
     out = args.out or OUT / f"calls-{args.split}"
-    run(args.split, recipes, args.seed, out, model_dir, write=True)
+    run(args.split, recipes, args.seed, out, model_dir, write=True, speaker=speaker)
 
 
 def run(
-    split: str, recipes: list[Recipe], seed: int, out: Path, model_dir: str, *, write: bool
+    split: str,
+    recipes: list[Recipe],
+    seed: int,
+    out: Path,
+    model_dir: str,
+    *,
+    write: bool,
+    speaker: EmbedderConfig | None = None,
 ) -> None:
-    from postcall.speakers import encoder as ve
-
     began = time.perf_counter()
-    encoder = ve.VoiceEncoder.load()
+    encoder = load_embedder(speaker)
     dz.speech_regions(np.zeros(RATE, np.float32))  # load the VAD before timing
-    print(f"set: {split}  seed: {seed}  model: {model_dir}  cores: {os.cpu_count()}", flush=True)
+    print(
+        f"set: {split}  seed: {seed}  model: {model_dir}  speaker model: {encoder.model_id}  "
+        f"cores: {os.cpu_count()}",
+        flush=True,
+    )
     header = (
         f"{'recording':12s} {'system':34s} {'DER':>6s} {'miss':>6s} {'FA':>6s} {'conf':>6s} "
         f"{'ref s':>6s} {'spk':>5s} {'words':>6s} {'x RT':>5s}"

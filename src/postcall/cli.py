@@ -43,6 +43,21 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _settings(**overrides: object) -> Settings:
+    """The settings from the environment; a value that is not valid stops the command
+    with what is wrong with it."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise _fail(f"invalid settings: {problems}") from None
+
+
 def _preload(pool: WorkerPool, wanted: bool) -> None:
     """Load the model before taking jobs; a model that cannot load stops the start."""
     if not wanted:
@@ -76,7 +91,7 @@ def serve(
     from postcall.api.deps import is_loopback
 
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(**overrides)
     _logging(settings.log_level)
     if settings.auth == "disabled" and not is_loopback(settings.host):
         raise _fail(
@@ -132,7 +147,7 @@ def worker(
 
     from postcall import wiring
 
-    settings = Settings()
+    settings = _settings()
     _logging(settings.log_level)
     try:
         components = wiring.build(settings, with_worker=True, concurrency=concurrency)

@@ -204,10 +204,14 @@ class Service:
         retention: Retention | None = None,
         model: str = "base",
         english_only: bool = False,
+        speaker_model: bool = False,
     ) -> None:
         """``model`` is WHISPER_MODEL; ``english_only`` whether it only speaks English
-        (``languages.english_only_model``): then any other language is refused at once."""
+        (``languages.english_only_model``): then any other language is refused at once.
+        ``speaker_model``: a speaker model is configured (POSTCALL_SPEAKER_MODEL), so
+        diarization runs without the bundled encoder's weights."""
         self.store = store
+        self.speaker_model = speaker_model
         self.model = model
         self.english_only = english_only
         self.blobs = blobs
@@ -591,7 +595,7 @@ class Service:
             speakers,
             has_tracks=bool(recording_tracks(recording)),
             has_timeline=bool(timeline_from_metadata(recording.metadata)),
-            can_diarize=diarization_available(),
+            can_diarize=self.speaker_model or diarization_available(),
         )
         options = TranscriptionOptions(
             language=lang,

@@ -204,6 +204,47 @@ class Settings(BaseSettings):
             return self.split_unit_s
         return max(self.resolved_chunk_max_s, 300.0)
 
+    # --- offline diarization's speaker model --------------------------------
+    speaker_model: Path | None = Field(
+        None,
+        description="A local ONNX speaker-embedding model (e.g. a WeSpeaker ResNet34 export) "
+        "used by diarization instead of the bundled Resemblyzer encoder; unset = bundled. "
+        "Read from disk only: nothing is downloaded.",
+    )
+    speaker_features: Literal["fbank80", "fbank64", "fbank40", "wave"] = Field(
+        "fbank80",
+        description="What POSTCALL_SPEAKER_MODEL takes: fbankN = [batch, frames, N] Kaldi log "
+        "mel filterbanks (25 ms / 10 ms, 16 kHz), wave = [batch, samples] 16 kHz audio.",
+    )
+    speaker_fbank_window: Literal["hamming", "povey"] = Field(
+        "hamming", description="The fbank features' analysis window (WeSpeaker: hamming)."
+    )
+    speaker_cmn: bool = Field(
+        True, description="Subtract the mean over frames from fbank features (WeSpeaker: on)."
+    )
+    speaker_model_output: str | None = Field(
+        None, description="The model output holding the embeddings, when it has several."
+    )
+    speaker_device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="Where onnxruntime runs the speaker model."
+    )
+    speaker_threads: int = Field(
+        0, ge=0, description="CPU threads of the speaker model; 0 = up to 4."
+    )
+
+    @field_validator("speaker_model")
+    @classmethod
+    def _speaker_model_file(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        value = value.expanduser()
+        if not value.is_file():
+            raise ValueError(
+                f"POSTCALL_SPEAKER_MODEL={value}: no such file (a local .onnx speaker-embedding "
+                "model; unset it to use the bundled encoder)"
+            )
+        return value
+
     lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")
     worker_poll_s: float = Field(1.0, description="How often an idle worker looks for work (s).")

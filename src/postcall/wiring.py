@@ -10,6 +10,7 @@ from postcall.blobs.base import BlobStore
 from postcall.delivery import Dispatcher, DispatcherConfig
 from postcall.domain import Transcription
 from postcall.engines.base import Engine
+from postcall.errors import ModelUnavailable
 from postcall.fetch import UrlFetcher
 from postcall.languages import english_only_model, language_for_model
 from postcall.outbound import OutboundPolicy, parse_networks
@@ -17,6 +18,7 @@ from postcall.retention import Retention, Sweeper
 from postcall.sealing import SecretBox
 from postcall.service import Limits, Service
 from postcall.settings import Settings
+from postcall.speakers.embedding import EmbedderConfig, SpeakerEmbedder, load_embedder
 from postcall.store.base import Store
 from postcall.transcripts import Transcripts
 from postcall.webhook_service import WebhookService
@@ -97,6 +99,32 @@ def build_local_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
     )
 
 
+def embedder_config(settings: Settings) -> EmbedderConfig:
+    return EmbedderConfig(
+        model_path=settings.speaker_model,
+        features=settings.speaker_features,
+        window=settings.speaker_fbank_window,
+        cmn=settings.speaker_cmn,
+        output=settings.speaker_model_output,
+        device=settings.speaker_device,
+        threads=settings.speaker_threads,
+    )
+
+
+def build_embedder(settings: Settings) -> SpeakerEmbedder | None:
+    """The configured speaker model, loaded and checked now, so that a worker with a
+    model it cannot use stops at its start; None: the bundled encoder (loaded at the
+    first diarized job, as its weights are an optional install)."""
+    if settings.speaker_model is None:
+        return None
+    try:
+        return load_embedder(embedder_config(settings))
+    except ModelUnavailable as exc:
+        raise ValueError(
+            f"POSTCALL_SPEAKER_MODEL={settings.speaker_model}: {exc.message}"
+        ) from None
+
+
 def retention(settings: Settings) -> Retention:
     return Retention(
         days=settings.retention_days,
@@ -158,6 +186,7 @@ def build(
         )
     except ValueError as exc:
         raise ValueError(f"STT_LANGUAGE={settings.stt_language}: {exc}") from None
+    embedder = build_embedder(settings) if with_worker else None
     store = build_store(settings)
     blobs = build_blobs(settings)
     kept = retention(settings)
@@ -174,6 +203,7 @@ def build(
         retention=kept,
         model=settings.whisper_model,
         english_only=english_only,
+        speaker_model=settings.speaker_model is not None,
     )
     workers = None
     if with_worker:
@@ -189,6 +219,7 @@ def build(
             concurrency=concurrency,
             after_job=after_job if kept.delete_media_after_transcription else None,
             sweeper=Sweeper(service, store, kept, every_s=settings.sweep_every_s),
+            embedder=embedder,
         )
         service.on_enqueue = workers.notify
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None

@@ -61,6 +61,7 @@ from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transc
 from postcall.retention import Sweeper
 from postcall.service import document_key
 from postcall.speakers import attribution as speakers
+from postcall.speakers.embedding import SpeakerEmbedder
 from postcall.store.base import Store
 from postcall.store.units import (
     UnitClaim,
@@ -105,10 +106,14 @@ class Worker(UnitWork):
         config: WorkerConfig | None = None,
         *,
         worker_id: str | None = None,
+        embedder: SpeakerEmbedder | None = None,
     ) -> None:
+        """``embedder``: the speaker model diarization uses (None: the bundled encoder,
+        loaded at the first diarized job)."""
         self.store = store
         self.blobs = blobs
         self.engine = engine
+        self.embedder = embedder
         self.config = config or WorkerConfig()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id('w')[2:10]}"
         self._stop = threading.Event()
@@ -397,6 +402,7 @@ class Worker(UnitWork):
             num_speakers=job.options.num_speakers,
             min_speakers=job.options.min_speakers or 1,
             max_speakers=job.options.max_speakers or 8,
+            encoder=self.embedder,
         )
         return [speakers.Turn(t.start, t.end, f"spk{t.speaker}") for t in found]
 
@@ -419,8 +425,12 @@ class WorkerPool:
         concurrency: int = 1,
         after_job: Callable[[Transcription], None] | None = None,
         sweeper: Sweeper | None = None,
+        embedder: SpeakerEmbedder | None = None,
     ) -> None:
-        self.workers = [Worker(store, blobs, engine, config) for _ in range(max(1, concurrency))]
+        self.workers = [
+            Worker(store, blobs, engine, config, embedder=embedder)
+            for _ in range(max(1, concurrency))
+        ]
         for w in self.workers:
             w.on_publish = self.notify
             w.after_job = after_job

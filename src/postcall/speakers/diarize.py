@@ -2,7 +2,9 @@
 
 Who spoke when, for recordings that do not come with one stream per participant:
 speech detection → 1.6 s sliding windows → speaker embeddings → clustering →
-smoothing → turns. The embeddings come from Resemblyzer's voice encoder
+smoothing → turns. The embeddings come from a ``SpeakerEmbedder``
+(``speakers.embedding``): an ONNX model the operator configured, or by default
+Resemblyzer's voice encoder
 (Apache-2.0; a 3-layer LSTM over 40 mel bands, 256-d L2-normalised output), whose
 weights ship inside the ``resemblyzer`` wheel from the package registry. We read
 those weights without torch (a restricted unpickler maps the checkpoint's tensor
@@ -27,17 +29,18 @@ import numpy as np
 import numpy.typing as npt
 
 from postcall.speakers import clustering
-from postcall.speakers.encoder import (
-    HOP,
-    PARTIAL_FRAMES,
+from postcall.speakers.embedding import (
+    FRAME_HOP,
     SAMPLE_RATE,
+    WINDOW_FRAMES,
     Array,
-    VoiceEncoder,
-    frame_span,
-    highpass,
-    mel_of,
-    volume_gain_of,
+    SpeakerEmbedder,
+    load_embedder,
 )
+from postcall.speakers.encoder import highpass, volume_gain_of
+
+HOP = FRAME_HOP  # samples per 10 ms frame
+PARTIAL_FRAMES = WINDOW_FRAMES  # frames per sliding window (1.6 s)
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +282,7 @@ def diarize(
     max_speakers: int = 8,
     speech: Sequence[tuple[float, float]] | None = None,
     options: DiarizeOptions | None = None,
-    encoder: VoiceEncoder | None = None,
+    encoder: SpeakerEmbedder | None = None,
 ) -> list[Turn]:
     """Who speaks when in ``audio`` (16 kHz mono float32), as non-overlapping turns.
 
@@ -287,6 +290,7 @@ def diarize(
     ``min_speakers`` and ``max_speakers``. ``speech`` gives the speech regions in
     seconds (e.g. from the transcriber) instead of detecting them. Speakers are
     numbered in order of first appearance. Overlapping speech gets one speaker.
+    ``encoder`` makes the embeddings (default: the bundled Resemblyzer encoder).
     Raises ``ModelUnavailable`` when the resemblyzer weights are not installed.
     """
     if num_speakers is not None and num_speakers < 1:
@@ -297,7 +301,7 @@ def diarize(
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
-    encoder = encoder or VoiceEncoder.load()
+    encoder = encoder or load_embedder()
     if speech is None:
         speech = (
             energy_regions(audio)
@@ -318,7 +322,9 @@ def diarize(
     voiced = _Voiced(audio, spans)
     frame_n = -(-voiced.size // HOP)
     starts = _window_starts(frame_n, round(opts.hop_s * 100))
-    embeddings = _embed_windows(encoder, voiced, starts, opts.highpass_hz)
+    embeddings = encoder.embed_windows(
+        voiced, starts, highpass_hz=opts.highpass_hz, gain=voiced.gain(opts.highpass_hz)
+    )
     if num_speakers is not None:
         low = high = num_speakers
     else:
@@ -408,30 +414,6 @@ class _Voiced:
             piece = highpass(self[lo:hi], highpass_hz)[start - lo : stop - lo]
             energy += float(np.dot(piece, piece))
         return volume_gain_of(energy, self.size)
-
-
-def _embed_windows(
-    encoder: VoiceEncoder, voiced: _Voiced, starts: npt.NDArray[np.int64], highpass_hz: float
-) -> Array:
-    """Embeddings of the 160-frame windows at ``starts``, a group of windows at a time.
-
-    The level is normalised as resemblyzer does for an utterance (all the speech
-    raised to -30 dBFS): the encoder reads linear mel power, so level matters. Applied
-    to the mel power (gain squared), which spares a copy of the audio.
-    """
-    power_gain = np.float32(voiced.gain(highpass_hz) ** 2)
-    out = np.empty((starts.size, encoder.size), dtype=np.float32)
-    group = 256
-    for g in range(0, starts.size, group):
-        chunk = starts[g : g + group]
-        first = int(chunk[0])
-        count = int(chunk[-1]) + PARTIAL_FRAMES - first
-        lo, hi = frame_span(first, count)
-        piece = np.pad(voiced[max(0, lo) : hi], (max(0, -lo), 0))
-        mel = mel_of(piece, count, highpass_hz) * power_gain
-        mels = np.stack([mel[s - first : s - first + PARTIAL_FRAMES] for s in chunk])
-        out[g : g + group] = encoder.embed(mels)
-    return out
 
 
 def _cluster(

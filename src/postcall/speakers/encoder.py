@@ -8,6 +8,8 @@ resemblyzer==0.1.4``): its declared dependencies (torch, librosa) are not needed
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import logging
@@ -23,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from postcall import errors
+from postcall.speakers.embedding import Signal, read
 
 log = logging.getLogger(__name__)
 
@@ -345,10 +348,11 @@ class VoiceEncoder:
     """Resemblyzer's speaker encoder in numpy: (batch, 160, 40) mels → (batch, 256).
 
     Output vectors are non-negative and L2-normalised, so their dot product is the
-    cosine similarity of two voices.
+    cosine similarity of two voices. A ``speakers.embedding.SpeakerEmbedder``.
     """
 
-    def __init__(self, state: dict[str, npt.NDArray[Any]]) -> None:
+    def __init__(self, state: dict[str, npt.NDArray[Any]], model_id: str = "resemblyzer") -> None:
+        self.model_id = model_id
         try:
             self._layers = [
                 self._fused(
@@ -381,12 +385,24 @@ class VoiceEncoder:
         weights = np.concatenate([w_ih.T, w_hh.T], axis=0).astype(np.float32) * scale
         return np.ascontiguousarray(weights), (bias.astype(np.float32) * scale)
 
+    @property
+    def dim(self) -> int:
+        return self.size
+
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None) -> VoiceEncoder:
-        """Load the weights from ``path``, by default the installed resemblyzer package's."""
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, model_id: str | None = None
+    ) -> VoiceEncoder:
+        """Load the weights from ``path``, by default the installed resemblyzer package's.
+
+        ``model_id`` defaults to ``resemblyzer:<first 12 hex of the file's sha256>``.
+        """
         if path is None:
             return _default_encoder()
         try:
+            if model_id is None:
+                with open(path, "rb") as file:
+                    model_id = f"resemblyzer:{hashlib.file_digest(file, 'sha256').hexdigest()[:12]}"
             checkpoint = load_torch_checkpoint(path)
         except FileNotFoundError as exc:
             raise errors.ModelUnavailable(_WEIGHTS_HINT) from exc
@@ -405,7 +421,7 @@ class VoiceEncoder:
         state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
             raise errors.ModelUnavailable("the voice encoder checkpoint has no model state")
-        return cls(state)
+        return cls(state, model_id)
 
     def embed(self, mels: Array, *, batch_size: int = 256) -> Array:
         """Embeddings of a batch of partial utterances, shape (batch, frames, 40).
@@ -419,6 +435,33 @@ class VoiceEncoder:
         out = np.empty((mels.shape[0], self.size), dtype=np.float32)
         for start in range(0, mels.shape[0], batch_size):
             out[start : start + batch_size] = self._forward(mels[start : start + batch_size])
+        return out
+
+    def embed_windows(
+        self,
+        signal: Signal,
+        starts: npt.NDArray[np.int64],
+        *,
+        highpass_hz: float = 0.0,
+        gain: float = 1.0,
+    ) -> Array:
+        """Embeddings of the 160-frame windows at frames ``starts``, 256 windows at a time.
+
+        The mel power of each group's stretch of audio is computed once and the windows
+        sliced from it. ``gain`` is applied to the mel power (squared), which spares a
+        copy of the audio: the encoder reads linear mel power, so level matters.
+        """
+        power_gain = np.float32(gain**2)
+        out = np.empty((starts.size, self.size), dtype=np.float32)
+        group = 256
+        for g in range(0, starts.size, group):
+            chunk = starts[g : g + group]
+            first = int(chunk[0])
+            count = int(chunk[-1]) + PARTIAL_FRAMES - first
+            lo, hi = frame_span(first, count)
+            mel = mel_of(read(signal, lo, hi), count, highpass_hz) * power_gain
+            mels = np.stack([mel[s - first : s - first + PARTIAL_FRAMES] for s in chunk])
+            out[g : g + group] = self.embed(mels)
         return out
 
     def embed_utterance(self, wav: Array) -> Array:
@@ -471,7 +514,14 @@ class VoiceEncoder:
 
 @functools.cache
 def _default_encoder() -> VoiceEncoder:
-    return VoiceEncoder.load(_default_weights())
+    return VoiceEncoder.load(_default_weights(), model_id=f"resemblyzer-{_installed_version()}")
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("resemblyzer")
+    except importlib.metadata.PackageNotFoundError:  # weights found without the metadata
+        return "0.1.4"
 
 
 def _default_weights() -> str:
