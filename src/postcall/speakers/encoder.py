@@ -345,8 +345,11 @@ class VoiceEncoder:
     """Resemblyzer's speaker encoder in numpy: (batch, 160, 40) mels → (batch, 256).
 
     Output vectors are non-negative and L2-normalised, so their dot product is the
-    cosine similarity of two voices.
+    cosine similarity of two voices. ``model_id`` names the encoder and its weights:
+    embeddings (voiceprints) are only compared with those of the same model.
     """
+
+    model_id = "resemblyzer-0.1.4"
 
     def __init__(self, state: dict[str, npt.NDArray[Any]]) -> None:
         try:

@@ -28,6 +28,7 @@ from postcall.domain import (
     TranscriptionOptions,
     TranscriptionResult,
     TranscriptionStatus,
+    VoiceprintNote,
 )
 from postcall.metadata import renderable, renderable_object
 from postcall.store.edits import EditStore
@@ -207,7 +208,11 @@ def result_to_json(result: TranscriptionResult | None) -> str | None:
 
 
 def result_from_json(raw: str | None) -> TranscriptionResult | None:
-    return None if not raw else TranscriptionResult(**json.loads(raw))
+    if not raw:
+        return None
+    data = json.loads(raw)
+    data["voiceprints"] = tuple(VoiceprintNote(**n) for n in data.get("voiceprints", ()))
+    return TranscriptionResult(**data)
 
 
 def transcription_from_row(row: Mapping[str, Any]) -> Transcription:
