@@ -35,6 +35,7 @@ from postcall.store.edits import EditStore
 from postcall.store.idempotency import IdempotencyStore
 from postcall.store.retention import RetentionStore
 from postcall.store.units import UnitStore
+from postcall.store.voiceprints import VoiceprintStore
 from postcall.store.webhooks_base import WebhookStore
 
 T = TypeVar("T")
@@ -48,10 +49,19 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(WebhookStore, IdempotencyStore, UnitStore, RetentionStore, EditStore, Protocol):
+class Store(
+    WebhookStore,
+    IdempotencyStore,
+    UnitStore,
+    RetentionStore,
+    EditStore,
+    VoiceprintStore,
+    Protocol,
+):
     """Records (recordings, transcriptions, API keys, idempotency keys), the job queue
-    with its chunk units, the webhook outbox, what has outlived its retention, and
-    edits and queue facts (``postcall.store.edits``)."""
+    with its chunk units, the webhook outbox, what has outlived its retention, edits
+    and queue facts (``postcall.store.edits``), and voiceprints
+    (``postcall.store.voiceprints``)."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:
