@@ -50,6 +50,7 @@ from postcall.queue_eta import QueueFacts
 from postcall.retention import Retention
 from postcall.speakers.attribution import resolve_mode, with_current_names
 from postcall.store.base import Page, Store
+from postcall.voiceprint_work import VoiceprintConfig
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class Service:
         retention: Retention | None = None,
         model: str = "base",
         english_only: bool = False,
+        voiceprints: VoiceprintConfig | None = None,
     ) -> None:
         """``model`` is WHISPER_MODEL; ``english_only`` whether it only speaks English
         (``languages.english_only_model``): then any other language is refused at once."""
@@ -217,6 +219,7 @@ class Service:
         self.max_transcripts_per_recording = max_transcripts_per_recording
         self.on_enqueue = on_enqueue
         self.queue_facts = QueueFacts()
+        self.voiceprints = voiceprints or VoiceprintConfig()
 
     # --- recordings ---------------------------------------------------------------
     def create_recording(
@@ -543,6 +546,8 @@ class Service:
         metadata: Mapping[str, Any] | None = None,
         requested: Mapping[str, Any] | None = None,
         recording: Recording | None = None,
+        enroll_voiceprints: bool = False,
+        match_voiceprints: bool = True,
     ) -> Transcription:
         """Queue a transcription of a stored recording (``recording``: the caller has
         just read it from the store; it is not read again).
@@ -551,6 +556,7 @@ class Service:
         recording cannot give is refused at once rather than failing later. A recording
         has at most ``max_transcripts_per_recording`` transcriptions (``LimitReached``).
         ``requested`` is kept to be echoed back (see ``TranscriptionOptions``).
+        ``enroll_voiceprints`` needs separate streams and the speaker encoder.
         """
         self._check_metadata(metadata)
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
@@ -593,6 +599,18 @@ class Service:
             has_timeline=bool(timeline_from_metadata(recording.metadata)),
             can_diarize=diarization_available(),
         )
+        if enroll_voiceprints and mode is not SpeakerMode.SEPARATE_STREAMS:
+            raise InvalidInput(
+                "enroll_voiceprints needs a recording with separate streams (one file per "
+                "participant, or a 'channels' or 'streams' map) transcribed with them",
+                field="enroll_voiceprints",
+            )
+        if enroll_voiceprints and not diarization_available():
+            raise InvalidInput(
+                "voiceprints need the speaker encoder: install the 'diarize' extra and "
+                "'pip install --no-deps resemblyzer==0.1.4'",
+                field="enroll_voiceprints",
+            )
         options = TranscriptionOptions(
             language=lang,
             speakers=mode,
@@ -601,6 +619,8 @@ class Service:
             max_speakers=max_speakers,
             prompt=prompt or None,
             requested=dict(requested or {}),
+            enroll_voiceprints=enroll_voiceprints,
+            match_voiceprints=match_voiceprints,
         )
         now = utcnow()
         transcription = Transcription(

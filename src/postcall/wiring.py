@@ -19,6 +19,7 @@ from postcall.service import Limits, Service
 from postcall.settings import Settings
 from postcall.store.base import Store
 from postcall.transcripts import Transcripts
+from postcall.voiceprint_work import VoiceprintConfig
 from postcall.webhook_service import WebhookService
 from postcall.webhooks import parse_schedule
 from postcall.worker import WorkerConfig, WorkerPool
@@ -116,6 +117,10 @@ def worker_config(settings: Settings) -> WorkerConfig:
         chunk_concurrency=settings.whisper_concurrency if settings.whisper_url else 1,
         split_min_s=settings.split_min_s,
         unit_s=settings.resolved_split_unit_s,
+        voiceprints=VoiceprintConfig(
+            threshold=settings.voiceprint_threshold,
+            min_speech_s=settings.voiceprint_min_speech_s,
+        ),
     )
 
 
@@ -174,6 +179,10 @@ def build(
         retention=kept,
         model=settings.whisper_model,
         english_only=english_only,
+        voiceprints=VoiceprintConfig(
+            threshold=settings.voiceprint_threshold,
+            min_speech_s=settings.voiceprint_min_speech_s,
+        ),
     )
     workers = None
     if with_worker:

@@ -118,9 +118,7 @@ def test_voiceprints_never_cross_tenants(store: Store) -> None:
     ):
         with pytest.raises(NotFound):
             call()
-    assert [v.id for v in store.list_voiceprints("t2", limit=10, cursor=None).items] == [
-        theirs.id
-    ]
+    assert [v.id for v in store.list_voiceprints("t2", limit=10, cursor=None).items] == [theirs.id]
     assert [v.id for v in store.voiceprints_of_model("t2", "enc-1")] == [theirs.id]
     assert store.find_voiceprint("t2", "u1", "enc-1") == theirs
     assert store.delete_participant_voiceprints("t2", "u1") == 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -88,8 +88,8 @@ def speech_of(
     pieces: list[Array] = []
     left = int(max_s * SAMPLE_RATE)
     for start, end in sorted(regions):
-        a = max(0, int(round(start * SAMPLE_RATE)))
-        b = min(audio.size, int(round(end * SAMPLE_RATE)), a + left)
+        a = max(0, round(start * SAMPLE_RATE))
+        b = min(audio.size, round(end * SAMPLE_RATE), a + left)
         if b > a:
             pieces.append(audio[a:b])
             left -= b - a
@@ -209,7 +209,7 @@ def match(
     return found
 
 
-def _unit(vector: npt.NDArray[np.floating]) -> Array:  # type: ignore[type-arg]
+def _unit(vector: npt.NDArray[np.floating[Any]]) -> Array:
     norm = float(np.linalg.norm(vector))
     out: Array = (vector / norm if norm > 0 else vector).astype(np.float32)
     return out

@@ -118,9 +118,7 @@ class RedisVoiceprintsMixin:
         return voiceprint_from_row(_pairs(out))
 
     def get_voiceprint(self, tenant: str, voiceprint_id: str) -> Voiceprint:
-        row = cast(
-            dict[str, str], self._client.hgetall(self._vp_prefix(tenant) + voiceprint_id)
-        )
+        row = cast(dict[str, str], self._client.hgetall(self._vp_prefix(tenant) + voiceprint_id))
         if not row:
             raise NotFound(f"voiceprint {voiceprint_id!r} not found")
         return voiceprint_from_row(row)
