@@ -275,9 +275,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="one scenario, a few seconds")
     args = parser.parse_args()
     embedder = vp.default_embedder()
-    runs = [
-        (which, seed) for seed in range(args.seeds) for which in SCENARIOS[args.set]
-    ][: 1 if args.tiny else None]
+    runs = [(which, seed) for seed in range(args.seeds) for which in SCENARIOS[args.set]][
+        : 1 if args.tiny else None
+    ]
     started = time.monotonic()
     results = [run_scenario(args.set, which, seed, embedder) for which, seed in runs]
     pairs = [p for r in results for p in r["pairs"]]
@@ -307,8 +307,9 @@ def main() -> None:
         "own_name_share": right / total,
         "unknown_named_share": wrong / max(unknown, 1e-9),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"voiceprints-{args.set}.json").write_text(json.dumps(summary))
+    if not args.tiny:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / f"voiceprints-{args.set}.json").write_text(json.dumps(summary))
     print(json.dumps(summary))
 
 
