@@ -25,6 +25,7 @@ BENCHMARKS = (
     "split",
     "speakers",
     "diarize",
+    "voiceprints",
     "queueing",
     "load",
 )

@@ -236,12 +236,31 @@ class TranscriptionOptions:
     requested: dict[str, Any] = field(default_factory=dict)
     """The request as its API style phrased it, echoed back (the Recall-style API keeps
     its ``provider`` and ``diarization`` blocks here)."""
+    enroll_voiceprints: bool = False
+    """Separate streams: save (or update) a voiceprint of each participant's own speech."""
+    match_voiceprints: bool = True
+    """Diarization: name speakers whose voice matches one of the tenant's voiceprints."""
 
 
 @dataclass(frozen=True)
 class TranscriptionError:
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class VoiceprintNote:
+    """What a job did with voiceprints, for one participant or diarized speaker.
+
+    ``outcome``: ``enrolled`` (a new voiceprint), ``updated`` (an earlier one refined),
+    ``skipped`` (too little speech; ``message`` says why) or ``matched`` (a diarized
+    speaker named after the voiceprint's participant, with its ``similarity``)."""
+
+    participant_id: str
+    outcome: str
+    message: str
+    voiceprint_id: str | None = None
+    similarity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +271,7 @@ class TranscriptionResult:
     duration: float
     segment_count: int
     document_key: str
+    voiceprints: tuple[VoiceprintNote, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -339,6 +359,28 @@ class TranscriptDocument:
 def label_segments(segments: Sequence[Segment], speaker: str) -> tuple[Segment, ...]:
     """Give every segment without a speaker the ``speaker`` label."""
     return tuple(s if s.speaker else replace(s, speaker=speaker) for s in segments)
+
+
+@dataclass(frozen=True)
+class Voiceprint:
+    """A known voice: the centroid embedding of a participant's speech, per tenant.
+
+    Never audio: ``embedding`` is the speaker encoder's L2-normalised vector (the
+    duration-weighted mean of every enrolment), ``model`` the encoder's identity (only
+    embeddings of the same model are compared), ``seconds`` how much speech it was made
+    from, ``source`` where the last enrolment came from (``recording:<id>``, ``sample``).
+    """
+
+    id: str
+    tenant: str
+    participant_id: str
+    name: str
+    embedding: tuple[float, ...]
+    model: str
+    seconds: float
+    source: str
+    created_at: datetime
+    updated_at: datetime
 
 
 def key_id(key_hash: str) -> str:

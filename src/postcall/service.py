@@ -49,7 +49,9 @@ from postcall.mixdown import mix_key
 from postcall.queue_eta import QueueFacts
 from postcall.retention import Retention
 from postcall.speakers.attribution import resolve_mode, with_current_names
+from postcall.speakers.embedding import SpeakerEmbedder, load_embedder
 from postcall.store.base import Page, Store
+from postcall.voiceprint_work import VoiceprintConfig
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +207,15 @@ class Service:
         model: str = "base",
         english_only: bool = False,
         speaker_model: bool = False,
+        voiceprints: VoiceprintConfig | None = None,
+        embedder: Callable[[], SpeakerEmbedder] | None = None,
     ) -> None:
         """``model`` is WHISPER_MODEL; ``english_only`` whether it only speaks English
         (``languages.english_only_model``): then any other language is refused at once.
         ``speaker_model``: a speaker model is configured (POSTCALL_SPEAKER_MODEL), so
-        diarization runs without the bundled encoder's weights."""
+        diarization runs without the bundled encoder's weights. ``embedder`` loads the
+        speaker model voiceprints are enrolled from samples with (default: the bundled
+        encoder)."""
         self.store = store
         self.speaker_model = speaker_model
         self.model = model
@@ -221,6 +227,8 @@ class Service:
         self.max_transcripts_per_recording = max_transcripts_per_recording
         self.on_enqueue = on_enqueue
         self.queue_facts = QueueFacts()
+        self.voiceprints = voiceprints or VoiceprintConfig()
+        self.load_embedder: Callable[[], SpeakerEmbedder] = embedder or load_embedder
 
     # --- recordings ---------------------------------------------------------------
     def create_recording(
@@ -547,6 +555,8 @@ class Service:
         metadata: Mapping[str, Any] | None = None,
         requested: Mapping[str, Any] | None = None,
         recording: Recording | None = None,
+        enroll_voiceprints: bool = False,
+        match_voiceprints: bool = True,
     ) -> Transcription:
         """Queue a transcription of a stored recording (``recording``: the caller has
         just read it from the store; it is not read again).
@@ -555,6 +565,7 @@ class Service:
         recording cannot give is refused at once rather than failing later. A recording
         has at most ``max_transcripts_per_recording`` transcriptions (``LimitReached``).
         ``requested`` is kept to be echoed back (see ``TranscriptionOptions``).
+        ``enroll_voiceprints`` needs separate streams and the speaker encoder.
         """
         self._check_metadata(metadata)
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
@@ -597,6 +608,18 @@ class Service:
             has_timeline=bool(timeline_from_metadata(recording.metadata)),
             can_diarize=self.speaker_model or diarization_available(),
         )
+        if enroll_voiceprints and mode is not SpeakerMode.SEPARATE_STREAMS:
+            raise InvalidInput(
+                "enroll_voiceprints needs a recording with separate streams (one file per "
+                "participant, or a 'channels' or 'streams' map) transcribed with them",
+                field="enroll_voiceprints",
+            )
+        if enroll_voiceprints and not diarization_available():
+            raise InvalidInput(
+                "voiceprints need the speaker encoder: install the 'diarize' extra and "
+                "'pip install --no-deps resemblyzer==0.1.4'",
+                field="enroll_voiceprints",
+            )
         options = TranscriptionOptions(
             language=lang,
             speakers=mode,
@@ -605,6 +628,8 @@ class Service:
             max_speakers=max_speakers,
             prompt=prompt or None,
             requested=dict(requested or {}),
+            enroll_voiceprints=enroll_voiceprints,
+            match_voiceprints=match_voiceprints,
         )
         now = utcnow()
         transcription = Transcription(

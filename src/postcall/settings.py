@@ -245,6 +245,19 @@ class Settings(BaseSettings):
             )
         return value
 
+    voiceprint_threshold: float = Field(
+        0.80,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a diarized speaker needs with a voiceprint to be "
+        "named after its participant.",
+    )
+    voiceprint_min_speech_s: float = Field(
+        5.0,
+        ge=1.0,
+        description="Least speech (s) a voiceprint is made from (a track or an uploaded "
+        "sample with less is not enrolled).",
+    )
     lease_s: float = Field(60.0, description="How long a claimed job stays owned without renewal.")
     max_attempts: int = Field(3, description="Claims of one job before it fails as worker_lost.")
     worker_poll_s: float = Field(1.0, description="How often an idle worker looks for work (s).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from postcall.settings import Settings
 from postcall.speakers.embedding import EmbedderConfig, SpeakerEmbedder, load_embedder
 from postcall.store.base import Store
 from postcall.transcripts import Transcripts
+from postcall.voiceprint_work import VoiceprintConfig
 from postcall.webhook_service import WebhookService
 from postcall.webhooks import parse_schedule
 from postcall.worker import WorkerConfig, WorkerPool
@@ -144,6 +146,10 @@ def worker_config(settings: Settings) -> WorkerConfig:
         chunk_concurrency=settings.whisper_concurrency if settings.whisper_url else 1,
         split_min_s=settings.split_min_s,
         unit_s=settings.resolved_split_unit_s,
+        voiceprints=VoiceprintConfig(
+            threshold=settings.voiceprint_threshold,
+            min_speech_s=settings.voiceprint_min_speech_s,
+        ),
     )
 
 
@@ -204,6 +210,11 @@ def build(
         model=settings.whisper_model,
         english_only=english_only,
         speaker_model=settings.speaker_model is not None,
+        voiceprints=VoiceprintConfig(
+            threshold=settings.voiceprint_threshold,
+            min_speech_s=settings.voiceprint_min_speech_s,
+        ),
+        embedder=functools.cache(functools.partial(load_embedder, embedder_config(settings))),
     )
     workers = None
     if with_worker:

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -42,6 +42,7 @@ from postcall.domain import (
     Transcription,
     TranscriptionError,
     TranscriptionResult,
+    VoiceprintNote,
     default_speaker,
     new_id,
     participants_from_metadata,
@@ -61,12 +62,13 @@ from postcall.pipeline import ChunkResult, Interrupted, Source, assemble, transc
 from postcall.retention import Sweeper
 from postcall.service import document_key
 from postcall.speakers import attribution as speakers
-from postcall.speakers.embedding import SpeakerEmbedder
+from postcall.speakers.embedding import SpeakerEmbedder, load_embedder
 from postcall.store.base import Store
 from postcall.store.units import (
     UnitClaim,
 )
 from postcall.unit_worker import Heartbeat, UnitWork, sources_of
+from postcall.voiceprint_work import Named, VoiceprintConfig, enrol_tracks, name_turns
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class WorkerConfig:
     reconcile_every_s: float = 30.0
     split_min_s: float = 600.0
     unit_s: float = 300.0
+    voiceprints: VoiceprintConfig = field(default_factory=VoiceprintConfig)
 
 
 _PARKED = object()  # a split job's units are published: the job waits for them
@@ -129,6 +132,11 @@ class Worker(UnitWork):
     def notify(self) -> None:
         """Wake an idle worker now (a job was just queued)."""
         self._wake.set()
+
+    def speaker_embedder(self) -> SpeakerEmbedder:
+        """The speaker model of diarization and voiceprints: the configured one, else
+        the bundled encoder (loaded once per process)."""
+        return self.embedder or load_embedder()
 
     def stop(self) -> None:
         """Ask the worker to stop; a running job is released at its next chunk."""
@@ -351,6 +359,11 @@ class Worker(UnitWork):
     ) -> TranscriptionResult:
         """Assemble the transcript from every chunk's result and keep its document."""
         participants = participants_from_metadata(recording.metadata)
+        notes: tuple[VoiceprintNote, ...] = ()
+        attribute = self._attribution(recording, job, participants)
+        if isinstance(attribute, NamedAttribution):
+            participants += attribute.named.participants
+            notes = attribute.named.notes
         document = assemble(
             chunks,
             transcription_id=job.id,
@@ -359,9 +372,19 @@ class Worker(UnitWork):
             speaker=default_speaker(recording.metadata),
             participants=participants,
             language_hint=job.options.language,
-            attribute=self._attribution(recording, job, participants),
+            attribute=attribute,
             started_at=started_at_from_metadata(recording.metadata),
         )
+        if job.options.enroll_voiceprints and job.options.speakers is SpeakerMode.SEPARATE_STREAMS:
+            # After the transcript is made: a recording with no speech enrols no one.
+            notes = enrol_tracks(
+                self.store,
+                self.blobs,
+                recording,
+                self.speaker_embedder(),
+                self.config.voiceprints,
+                max_duration_s=self.config.max_duration_s,
+            )
         key = document_key(job.id)
         self.blobs.put_bytes(key, formats.to_json(document).encode())
         return TranscriptionResult(
@@ -369,6 +392,7 @@ class Worker(UnitWork):
             duration=duration,
             segment_count=len(document.segments),
             document_key=key,
+            voiceprints=notes,
         )
 
     def _attribution(
@@ -388,11 +412,12 @@ class Worker(UnitWork):
                 speakers.attribute(segments, turns), names
             )
         if mode is SpeakerMode.DIARIZE:
-            turns = self._diarize(recording, job)
-            return lambda segments: speakers.name_speakers(speakers.attribute(segments, turns), {})
+            return NamedAttribution(self._diarize(recording, job))
         return None
 
-    def _diarize(self, recording: Recording, job: Transcription) -> list[speakers.Turn]:
+    def _diarize(self, recording: Recording, job: Transcription) -> Named:
+        """Who spoke when, with the speakers whose voiceprints match named (unless the
+        job turned matching off)."""
         from postcall.speakers import diarize
 
         with self.blobs.local_file(recording.media_key) as path:
@@ -402,9 +427,25 @@ class Worker(UnitWork):
             num_speakers=job.options.num_speakers,
             min_speakers=job.options.min_speakers or 1,
             max_speakers=job.options.max_speakers or 8,
-            encoder=self.embedder,
+            encoder=self.speaker_embedder(),
         )
-        return [speakers.Turn(t.start, t.end, f"spk{t.speaker}") for t in found]
+        turns = [speakers.Turn(t.start, t.end, f"spk{t.speaker}") for t in found]
+        if not job.options.match_voiceprints or not turns:
+            return Named(turns, {}, (), ())
+        return name_turns(
+            self.store, self.speaker_embedder(), mono, turns, recording, self.config.voiceprints
+        )
+
+
+class NamedAttribution:
+    """Words to diarized turns, the speakers recognised by voiceprint named."""
+
+    def __init__(self, named: Named) -> None:
+        self.named = named
+
+    def __call__(self, segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
+        turns = self.named.turns
+        return speakers.name_speakers(speakers.attribute(segments, turns), self.named.names)
 
 
 class WorkerPool:

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from postcall import wiring
 from postcall.api.app import create_app
 from postcall.api.deps import hash_key
-from postcall.domain import new_id
+from postcall.domain import Voiceprint, new_id, utcnow
 from postcall.settings import Settings
 from postcall.transcripts import LINK_KIND
 from tests import media
@@ -41,6 +41,7 @@ class Ids:
     endpoint: str = "we_none"
     event: str = "evt_none"
     delivery: str = "msg_none"
+    voiceprint: str = "vp_none"
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -124,6 +125,17 @@ CASES: dict[tuple[str, str], Case] = {
         "GET",
         f"/api/v1/transcript/{i.transcription}/download/",
         {"params": {"token": i.token("globex")}},
+    ),
+    # --- voiceprints -------------------------------------------------------------------
+    ("GET", "/v1/voiceprints/{voiceprint_id}"): lambda i: (
+        "GET",
+        f"/v1/voiceprints/{i.voiceprint}",
+        {"params": {"include_embedding": "true"}},
+    ),
+    ("DELETE", "/v1/voiceprints/{voiceprint_id}"): lambda i: (
+        "DELETE",
+        f"/v1/voiceprints/{i.voiceprint}",
+        {},
     ),
     # --- webhooks ---------------------------------------------------------------------
     ("GET", "/v1/webhooks/endpoints/{endpoint_id}"): lambda i: (
@@ -222,9 +234,29 @@ def world(data_dir: Path, tmp_path: Path) -> Iterator[World]:
     assert comps.dispatcher is not None and comps.dispatcher.fan_out() >= 1
     deliveries = a.get(f"/v1/webhooks/endpoints/{endpoint_id}/deliveries").json()["data"]
     delivery = deliveries[0]
-    ids = Ids(rec, tr, token_for(tr), endpoint_id, delivery["eventId"], delivery["id"])
+    now = utcnow()
+    print_of_a = comps.store.put_voiceprint(
+        Voiceprint(new_id("vp"), "acme", "u1", "Ann", (0.6, 0.8), "m", 9.0, "sample", now, now)
+    )
+    ids = Ids(
+        rec,
+        tr,
+        token_for(tr),
+        endpoint_id,
+        delivery["eventId"],
+        delivery["id"],
+        print_of_a.id,
+    )
     gone = new_id("tr")
-    missing = Ids(new_id("rec"), gone, token_for(gone), new_id("we"), new_id("evt"), new_id("msg"))
+    missing = Ids(
+        new_id("rec"),
+        gone,
+        token_for(gone),
+        new_id("we"),
+        new_id("evt"),
+        new_id("msg"),
+        new_id("vp"),
+    )
     yield World(a, b, comps, ids, missing)
     comps.store.close()
 
@@ -246,6 +278,7 @@ def _normalized(response: Any, ids: Ids) -> Any:
         (ids.endpoint, "<we>"),
         (ids.event, "<evt>"),
         (ids.delivery, "<msg>"),
+        (ids.voiceprint, "<vp>"),
     ):
         text = text.replace(value, mark)
     return response.status_code, text
@@ -271,6 +304,7 @@ def test_another_tenants_id_is_answered_as_a_missing_one(
     assert a.get(f"/v1/transcriptions/{world.ids.transcription}").json()["status"] == "completed"
     listed = a.get(f"/v1/recordings/{world.ids.recording}/transcriptions").json()["data"]
     assert len(listed) == 1
+    assert a.get(f"/v1/voiceprints/{world.ids.voiceprint}").status_code == 200
 
 
 def test_the_owner_reaches_every_case(world: World) -> None:
@@ -298,3 +332,9 @@ def test_listings_show_only_the_callers_objects(world: World) -> None:
     page = b.get("/api/v1/transcript/", params={"recording_id": world.ids.recording}).json()
     assert page["results"] == []
     assert len(world.a.get("/api/v1/transcript/").json()["results"]) == 1
+    # Voiceprints: B lists none of A's, and deleting "u1" for B leaves A's print.
+    assert b.get("/v1/voiceprints").json()["data"] == []
+    assert b.get("/v1/voiceprints", params={"participant_id": "u1"}).json()["data"] == []
+    assert b.delete("/v1/voiceprints", params={"participant_id": "u1"}).json() == {"deleted": 0}
+    mine = world.a.get("/v1/voiceprints").json()["data"]
+    assert [v["id"] for v in mine] == [world.ids.voiceprint]

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import postcall
-from postcall.api import console, edits, native, recall, webhooks
+from postcall.api import console, edits, native, recall, voiceprints, webhooks
 from postcall.api.idempotency import DigestBodies
 from postcall.api.middleware import UploadLimit
 from postcall.errors import (
@@ -114,6 +114,7 @@ def create_app(components: Components) -> FastAPI:
     app.include_router(edits.router)
     app.include_router(edits.transcriptions)
     app.include_router(webhooks.router)
+    app.include_router(voiceprints.router)
     app.include_router(recall.router)
     console.mount(app)
     app.add_middleware(

@@ -302,6 +302,8 @@ async def transcribe(
             min_speakers=speakers.min_speakers,
             max_speakers=speakers.max_speakers,
             prompt=body.prompt,
+            enroll_voiceprints=body.enroll_voiceprints,
+            match_voiceprints=body.match_voiceprints,
         )
         return JSONResponse({"transcriptionId": t.id, "status": "queued"}, status_code=202)
 

@@ -47,6 +47,16 @@ class TranscribeRequest(BaseModel):
         max_length=2000,
         description="Initial prompt for the model: names and terms it should expect.",
     )
+    enroll_voiceprints: bool = Field(
+        False,
+        description="Separate streams only: save (or refine) a voiceprint of each named "
+        "participant from their own stream's speech (embeddings, never audio).",
+    )
+    match_voiceprints: bool = Field(
+        True,
+        description="Diarize only: name the speakers whose voice matches one of your "
+        "voiceprints (restricted to the recording's participants when it names any).",
+    )
 
 
 class RegisterRecording(BaseModel):
@@ -114,6 +124,16 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": _ERROR_MEANING[s]} for s in statuses}
 
 
+class VoiceprintNoteView(BaseModel):
+    """What a job did with one participant's voiceprint."""
+
+    participantId: str
+    outcome: Literal["enrolled", "updated", "skipped", "matched"]
+    message: str
+    voiceprintId: str | None = None
+    similarity: float | None = None
+
+
 class TranscriptionView(BaseModel):
     """GET /v1/transcriptions/{id}. Only the fields of the current status are present."""
 
@@ -139,6 +159,11 @@ class TranscriptionView(BaseModel):
         description="While queued or processing: about how many seconds until it is done, "
         "from the queue and the speed of recent jobs; null when unknown.",
     )
+    voiceprints: list[VoiceprintNoteView] | None = Field(
+        None,
+        description="Once completed: what the job did with voiceprints (enrolled, "
+        "updated, skipped and why, or matched), when it did anything.",
+    )
 
 
 def transcription_view(
@@ -161,6 +186,17 @@ def transcription_view(
         body["segmentCount"] = str(t.result.segment_count)
         if text is not None:
             body["text"] = text
+        if t.result.voiceprints:
+            body["voiceprints"] = [
+                {
+                    "participantId": n.participant_id,
+                    "outcome": n.outcome,
+                    "message": n.message,
+                    "voiceprintId": n.voiceprint_id,
+                    "similarity": n.similarity,
+                }
+                for n in t.result.voiceprints
+            ]
     if t.status is TranscriptionStatus.FAILED and t.error is not None:
         body["error"] = {"code": t.error.code, "message": t.error.message}
     return body

@@ -28,12 +28,14 @@ from postcall.domain import (
     TranscriptionOptions,
     TranscriptionResult,
     TranscriptionStatus,
+    VoiceprintNote,
 )
 from postcall.metadata import renderable, renderable_object
 from postcall.store.edits import EditStore
 from postcall.store.idempotency import IdempotencyStore
 from postcall.store.retention import RetentionStore
 from postcall.store.units import UnitStore
+from postcall.store.voiceprints import VoiceprintStore
 from postcall.store.webhooks_base import WebhookStore
 
 T = TypeVar("T")
@@ -47,10 +49,19 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-class Store(WebhookStore, IdempotencyStore, UnitStore, RetentionStore, EditStore, Protocol):
+class Store(
+    WebhookStore,
+    IdempotencyStore,
+    UnitStore,
+    RetentionStore,
+    EditStore,
+    VoiceprintStore,
+    Protocol,
+):
     """Records (recordings, transcriptions, API keys, idempotency keys), the job queue
-    with its chunk units, the webhook outbox, what has outlived its retention, and
-    edits and queue facts (``postcall.store.edits``)."""
+    with its chunk units, the webhook outbox, what has outlived its retention, edits
+    and queue facts (``postcall.store.edits``), and voiceprints
+    (``postcall.store.voiceprints``)."""
 
     # --- recordings ---------------------------------------------------------
     def add_recording(self, recording: Recording) -> None:
@@ -207,7 +218,11 @@ def result_to_json(result: TranscriptionResult | None) -> str | None:
 
 
 def result_from_json(raw: str | None) -> TranscriptionResult | None:
-    return None if not raw else TranscriptionResult(**json.loads(raw))
+    if not raw:
+        return None
+    data = json.loads(raw)
+    data["voiceprints"] = tuple(VoiceprintNote(**n) for n in data.get("voiceprints", ()))
+    return TranscriptionResult(**data)
 
 
 def transcription_from_row(row: Mapping[str, Any]) -> Transcription:

@@ -15,6 +15,7 @@ and ``:`` escaped so that no two (tenant, id) pairs share a key)::
     {ns}:chunks:{id}              hash    chunk index -> kept chunk result
     {ns}:key:{hash}               hash    an API key's tenant and name
     {ns}:idem:… {ns}:secret:…              see ``postcall.store.redis_idempotency``
+    {ns}:vp:… {ns}:vps:… {ns}:vpidx:…       see ``postcall.store.redis_voiceprints``
     {ns}:seq                      string  creation sequence (FIFO order of jobs)
     {ns}:queued                   zset    queued job ids by seq (depth, reconcile)
     {ns}:leases                   zset    processing job ids by lease expiry (takeover)
@@ -77,6 +78,7 @@ from postcall.store.base import (
 from postcall.store.redis_edits import RedisEditsMixin
 from postcall.store.redis_idempotency import RedisIdempotency
 from postcall.store.redis_units import RedisUnitsMixin
+from postcall.store.redis_voiceprints import RedisVoiceprintsMixin
 from postcall.store.redis_webhooks import RedisWebhooks
 from postcall.store.unavailable import raising_unavailable
 
@@ -140,7 +142,9 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 
 @raising_unavailable(OUTAGE_ERRORS, "Redis")
-class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin, RedisEditsMixin):
+class RedisStore(
+    RedisWebhooks, RedisIdempotency, RedisUnitsMixin, RedisEditsMixin, RedisVoiceprintsMixin
+):
     """The ``Store`` port on Redis (see the module docstring for the layout; chunk
     units: ``RedisUnitsMixin``; edits and queue facts: ``RedisEditsMixin``)."""
 
@@ -180,6 +184,7 @@ class RedisStore(RedisWebhooks, RedisIdempotency, RedisUnitsMixin, RedisEditsMix
         self._init_idempotency()
         self._init_units()
         self._init_edits()
+        self._init_voiceprints()
 
     @classmethod
     def from_url(

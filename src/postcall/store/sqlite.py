@@ -40,6 +40,7 @@ from postcall.store.base import (
 )
 from postcall.store.sqlite_edits import RUNS_SCHEMA, SqliteEditsMixin
 from postcall.store.sqlite_units import UNITS_SCHEMA, SqliteUnitsMixin
+from postcall.store.sqlite_voiceprints import VOICEPRINTS_SCHEMA, SqliteVoiceprintsMixin
 from postcall.store.sqlite_webhooks import WEBHOOK_SCHEMA, SqliteWebhooks
 from postcall.store.unavailable import raising_unavailable
 
@@ -121,7 +122,11 @@ def _outage(exc: BaseException) -> bool:
 
 @raising_unavailable((sqlite3.OperationalError,), "SQLite", when=_outage)
 class SqliteStore(
-    SqliteWebhooks, idempotency.SqliteIdempotency, SqliteUnitsMixin, SqliteEditsMixin
+    SqliteWebhooks,
+    idempotency.SqliteIdempotency,
+    SqliteUnitsMixin,
+    SqliteEditsMixin,
+    SqliteVoiceprintsMixin,
 ):
     """The ``Store`` port on one SQLite file (chunk units: ``SqliteUnitsMixin``; edits
     and queue facts: ``SqliteEditsMixin``)."""
@@ -148,7 +153,14 @@ class SqliteStore(
         self._writing = threading.Lock()
         db = self._conn()
         # executescript manages its own transaction
-        db.executescript(_SCHEMA + WEBHOOK_SCHEMA + idempotency.SCHEMA + UNITS_SCHEMA + RUNS_SCHEMA)
+        db.executescript(
+            _SCHEMA
+            + WEBHOOK_SCHEMA
+            + idempotency.SCHEMA
+            + UNITS_SCHEMA
+            + RUNS_SCHEMA
+            + VOICEPRINTS_SCHEMA
+        )
         columns = {r["name"] for r in db.execute("PRAGMA table_info(transcriptions)")}
         if "metadata" not in columns:  # a database made before transcripts had metadata
             db.execute("ALTER TABLE transcriptions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
