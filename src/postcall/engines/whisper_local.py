@@ -14,7 +14,8 @@ Every chunk goes the same way (``_transcribe_windows``):
 2. its speech regions are found on that (``speech.find_speech``);
 3. the regions are packed into 30-second windows cut only at pauses, inner pauses
    shortened (``windows.plan_windows``, ``windows.splice``), and the windows decoded
-   ``batch_size`` at a time by faster-whisper's ``BatchedInferencePipeline``;
+   ``batch_size`` at a time (``decoding.decode_clips``: faster-whisper's batched
+   decoding, a short window encoded with 20 s of context rather than 30);
 4. each word is mapped back through the splice and kept inside the region it was
    said in (``completeness.place``);
 5. the result is checked against the audio: every stretch of speech of a second or
@@ -43,6 +44,7 @@ import numpy.typing as npt
 from postcall.domain import Segment, Word
 from postcall.engines import completeness
 from postcall.engines.base import EngineOptions, EngineResult
+from postcall.engines.decoding import MIN_CONTEXT_S, DecodeOptions, decode_clips
 from postcall.engines.levels import levelled
 from postcall.engines.speech import find_speech
 from postcall.engines.windows import RATE, plan_windows, splice
@@ -130,8 +132,10 @@ class FasterWhisperEngine:
         num_workers: int = 1,
         batch_size: int = 0,
         idle_unload_s: float = 0.0,
+        min_context_s: float = MIN_CONTEXT_S,
     ) -> None:
         self.model_name = model
+        self.min_context_s = min_context_s
         self._device = device
         self._compute_type = compute_type
         self._cpu_threads = cpu_threads or available_cpus()
@@ -139,7 +143,6 @@ class FasterWhisperEngine:
         self._batch_size = batch_size
         self._idle_unload_s = idle_unload_s
         self._model: Any = None
-        self._batched: Any = None
         self._lock = threading.Lock()
         self._active = 0
         self._last_used = time.monotonic()
@@ -158,7 +161,6 @@ class FasterWhisperEngine:
         with self._lock:
             if self._model is None:
                 self._model = self._load()
-                self._batched = None
                 if self._idle_unload_s > 0 and self._reaper is None:
                     self._reaper = threading.Thread(
                         target=self._unload_when_idle, name="whisper-idle-unload", daemon=True
@@ -172,7 +174,7 @@ class FasterWhisperEngine:
         with self._lock:
             if self._model is None or self._active:
                 return False
-            self._model = self._batched = None
+            self._model = None
         gc.collect()
         log.info("unloaded Whisper model %s", self.model_name)
         return True
@@ -253,23 +255,17 @@ class FasterWhisperEngine:
     def _transcribe_windows(
         self, model: Any, audio: npt.NDArray[np.float32], options: EngineOptions
     ) -> EngineResult:
-        from faster_whisper import BatchedInferencePipeline
-
         conditioned = levelled(audio)
         speech = find_speech(conditioned, audio) if options.vad else [(0, int(audio.size))]
         windows = plan_windows(speech, conditioned, max_gap_s=MAX_GAP_S)
         if not windows:
             return EngineResult(language=options.language or "", segments=())
-        with self._lock:
-            if self._batched is None:
-                self._batched = BatchedInferencePipeline(model)
-            pipeline = self._batched
         spliced = splice(conditioned, windows, max_gap_s=MAX_GAP_S)
         # Without timestamps: a batched window is decoded once, and with timestamps the
         # model more often ends it after its first few segments (on clean read speech
         # twice the words were lost); what is skipped either way is read again below.
         decoded, language = self._decode(
-            pipeline, spliced.audio, spliced.clips, options, spliced.to_original
+            model, spliced.audio, spliced.clips, options, spliced.to_original
         )
         if not options.word_timestamps:
             return EngineResult(language=language, segments=tuple(decoded))
@@ -281,11 +277,11 @@ class FasterWhisperEngine:
                 short = plan_windows(spans, conditioned, max_s=REREAD_WINDOW_S, max_gap_s=MAX_GAP_S)
                 again = splice(conditioned, short, max_gap_s=MAX_GAP_S)
                 redone, _ = self._decode(
-                    pipeline, again.audio, again.clips, options, again.to_original
+                    model, again.audio, again.clips, options, again.to_original
                 )
             else:
                 clips = [(a / RATE, b / RATE) for a, b in spans]
-                redone, _ = self._decode(pipeline, conditioned, clips, options)
+                redone, _ = self._decode(model, conditioned, clips, options)
             return [w for s in redone for w in s.words]
 
         words = completeness.recover(regions, placed, read_again)
@@ -293,7 +289,7 @@ class FasterWhisperEngine:
 
     def _decode(
         self,
-        pipeline: Any,
+        model: Any,
         audio: npt.NDArray[np.float32],
         clips: list[tuple[float, float]],
         options: EngineOptions,
@@ -301,17 +297,22 @@ class FasterWhisperEngine:
     ) -> tuple[list[Segment], str]:
         """Decode each clip (s) of ``audio`` as one window, batched: the segments, times
         mapped by ``to_original``, and the language."""
-        raw_segments, info = pipeline.transcribe(
+        per_clip, language = decode_clips(
+            model,
             audio,
-            language=options.language,
-            beam_size=options.beam_size,
-            word_timestamps=options.word_timestamps,
-            batch_size=self.batch_size,
-            initial_prompt=options.prompt or None,
-            clip_timestamps=[{"start": a, "end": b} for a, b in clips],
+            clips,
+            DecodeOptions(
+                language=options.language,
+                beam_size=options.beam_size,
+                word_timestamps=options.word_timestamps,
+                prompt=options.prompt or None,
+                batch_size=self.batch_size,
+                min_context_s=self.min_context_s,
+            ),
         )
+        raw_segments = [raw for segments in per_clip for raw in segments]
         segments = [_segment(raw, to_original) for raw in raw_segments if not _hallucinated(raw)]
-        return [s for s in segments if s.text], str(info.language)
+        return [s for s in segments if s.text], language
 
 
 def _hallucinated(raw: Any) -> bool:
