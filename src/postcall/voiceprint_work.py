@@ -124,6 +124,15 @@ def enrol_audio(
         return None, VoiceprintNote(participant_id, "skipped", "no speech to embed")
     now = utcnow()
     held = store.find_voiceprint(tenant, participant_id, embedder.model_id)
+    if held is not None and held.source == source and source.startswith("recording:"):
+        # The job ran again (a retry after a crash, or the recording transcribed once
+        # more): its speech is in the voiceprint already and must not count twice.
+        return held, VoiceprintNote(
+            participant_id,
+            "skipped",
+            "already enrolled from this recording",
+            voiceprint_id=held.id,
+        )
     embedding = tuple(float(x) for x in sample.embedding)
     total = sample.seconds
     if held is not None:

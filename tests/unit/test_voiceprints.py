@@ -137,3 +137,35 @@ def test_enrolment_from_real_speech_is_refined_and_recognises_the_voice(
     found = vp.match({"same": same, "other": other}, [second], model_id=embedder.model_id)
     assert set(found) == {"same"}
     store.close()
+
+
+def test_a_recording_enrolled_again_does_not_count_twice(testdata: Path, tmp_path: Path) -> None:
+    """A retried enrolment job (or the recording transcribed once more) finds its own
+    speech in the voiceprint already: nothing is merged again; a new recording is."""
+    embedder = load_embedder()
+    store = SqliteStore(tmp_path / "s.db")
+    speech = media.load_mono16k(testdata / "ljspeech/LJ001-0001.flac")
+
+    def enrol(source: str) -> tuple[Voiceprint | None, str]:
+        saved, note = enrol_audio(
+            store,
+            embedder,
+            speech,
+            tenant="t",
+            participant_id="lj",
+            name="Linda",
+            source=source,
+            min_speech_s=5.0,
+        )
+        return saved, note.outcome
+
+    first, outcome = enrol("recording:rec_1")
+    assert outcome == "enrolled" and first is not None
+    again, outcome = enrol("recording:rec_1")
+    assert outcome == "skipped" and again == first
+    held = store.find_voiceprint("t", "lj", embedder.model_id)
+    assert held is not None and held.seconds == first.seconds
+    later, outcome = enrol("recording:rec_2")
+    assert outcome == "updated" and later is not None
+    assert later.seconds == pytest.approx(2 * first.seconds)
+    store.close()
