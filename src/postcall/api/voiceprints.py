@@ -28,7 +28,8 @@ router, _ = v1_routers()
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="nextCursor of the previous page.")]
 WithEmbedding = Annotated[
-    bool, Query(description="Include the embedding vector (256 floats) in the answer.")
+    bool,
+    Query(description="Include the embedding vector (256 floats with the bundled encoder)."),
 ]
 
 _SAMPLE_SCHEMA: dict[str, Any] = {
