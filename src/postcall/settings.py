@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="Decoding windows run at once (batched inference); 0 = auto (8 on a "
         "CPU, 16 on a GPU), 1 = one window at a time.",
     )
+    whisper_min_context_s: float = Field(
+        20.0,
+        ge=10.0,
+        le=30.0,
+        description="Least audio context (s) a decoding window is encoded with; a short "
+        "window gets its length plus 5 s, at least this. 30 = always Whisper's full window.",
+    )
     whisper_idle_unload_s: float = Field(
         0.0,
         ge=0,

@@ -98,6 +98,7 @@ def build_local_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
         num_workers=concurrency,
         batch_size=settings.whisper_batch_size,
         idle_unload_s=settings.whisper_idle_unload_s,
+        min_context_s=settings.whisper_min_context_s,
     )
 
 
