@@ -1,8 +1,10 @@
-// The console: sign-in, then the recordings list or one recording (hash routes).
+// The console: sign-in, then the recordings list, one recording or the voiceprints
+// (hash routes).
 import { api, session, ApiError } from "./api.js";
 import { h } from "./ui.js";
 import { listView } from "./list.js";
 import { recordingView } from "./recording.js";
+import { voiceprintsView } from "./voiceprints.js";
 
 const root = document.getElementById("view");
 const signOut = document.getElementById("sign-out");
@@ -67,7 +69,13 @@ async function route() {
   if (!ok) return signIn(session.key ? "That key is no longer valid." : "");
   signOut.hidden = !session.key;
   const match = location.hash.match(/^#\/recordings\/(.+)$/);
+  const voiceprints = location.hash === "#/voiceprints";
+  for (const a of document.querySelectorAll(".topnav a[data-nav]")) {
+    const current = a.dataset.nav === (voiceprints ? "voiceprints" : "recordings");
+    if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   if (match) recordingView(root, decodeURIComponent(match[1]), { live });
+  else if (voiceprints) voiceprintsView(root);
   else listView(root, { live });
 }
 
