@@ -1,12 +1,13 @@
 """The console's voiceprints page in a real browser: enrol from a real speech sample,
 see the API's message for too little speech, delete one, forget a participant, page
-through the list.
+through the list; and a transcript shows what its job did with voiceprints.
 
 Enrolment runs in the API process with the real speaker encoder, so these use the
 server without a worker (no Whisper model)."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,19 @@ import httpx
 import numpy as np
 import pytest
 
+from postcall import formats
 from postcall.domain import (
+    Participant,
+    Segment,
+    TranscriptDocument,
+    TranscriptionResult,
     Voiceprint,
+    VoiceprintNote,
+    Word,
     new_id,
     utcnow,
 )
+from postcall.service import document_key
 from tests import media, speech
 from tests.browser.conftest import KEY, Site, sign_in
 
@@ -166,3 +175,51 @@ def test_forget_a_participant_and_load_more(
     assert listed(api_site, participant_id="u-forget") == []
     assert [v["id"] for v in listed(api_site, participant_id="u-keep")] == [kept["id"]]
     assert page.locator("tr", has_text="Keep Me").is_visible() and rows.count() == 51
+
+
+def test_a_transcript_shows_its_voiceprint_notes(page: Any, api_site: Site, tmp_path: Path) -> None:
+    wav = media.write_audio(tmp_path / "call.wav", media.silence(3.0))
+    with client(api_site) as c, wav.open("rb") as fh:
+        meta = json.dumps({"participants": [{"id": "agent", "name": "Ann"}]})
+        r = c.post(
+            "/v1/recordings",
+            files={"file": ("call.wav", fh)},
+            data={"id": "noted", "metadata": meta},
+        )
+        assert r.status_code == 201, r.text
+        tr = c.post("/v1/recordings/noted/transcribe", json={}).json()
+
+    # The test is the worker: it completes the job with notes of what it enrolled.
+    comps = api_site.components()
+    job = comps.store.claim("browser-test", lease_s=600, max_attempts=3)
+    assert job is not None and job.id == tr["transcriptionId"]
+    words = (Word(0.5, 0.9, "Hello", 0.9), Word(1.0, 1.4, "there", 0.9))
+    doc = TranscriptDocument(
+        transcription_id=job.id,
+        recording_id="noted",
+        language="en",
+        duration=3.0,
+        segments=(Segment(0.5, 1.4, "Hello there", words, "Ann"),),
+        participants=(Participant("agent", "Ann"),),
+    )
+    key = document_key(job.id)
+    comps.blobs.put_bytes(key, formats.to_json(doc).encode())
+    notes = (
+        VoiceprintNote("agent", "enrolled", "enrolled from 41.2 s of speech", "vp_x"),
+        VoiceprintNote("customer", "skipped", "skipped: 1.2 s of speech, 5 s needed"),
+    )
+    assert comps.store.complete(
+        job.id, "browser-test", TranscriptionResult("en", 3.0, 1, key, notes)
+    )
+    comps.store.close()
+
+    sign_in(page, api_site.url)
+    page.goto(f"{api_site.url}/#/recordings/noted")
+    page.locator(".seg .w").first.wait_for()
+    items = page.locator(".vp-notes li")
+    assert items.count() == 2
+    first = items.nth(0)
+    assert first.locator(".badge").text_content() == "enrolled"
+    assert " ".join(first.inner_text().split()[1:]) == "agent enrolled from 41.2 s of speech"
+    assert "skipped: 1.2 s of speech, 5 s needed" in items.nth(1).inner_text()
+    page.screenshot(path=str(tmp_path / "notes.png"))

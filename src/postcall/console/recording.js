@@ -17,6 +17,7 @@ export function recordingView(root, id, { live }) {
   const head = h("div", { class: "page-head" });
   const state = h("div");
   const speakers = h("ul", { class: "speakers" });
+  const notes = h("div", { hidden: true });
   const hits = h("span", { class: "muted small" });
   let matches = [];
   let at = -1;
@@ -43,6 +44,7 @@ export function recordingView(root, id, { live }) {
           for (const b of e.target.parentNode.querySelectorAll(".chip")) b.classList.toggle("on", b === e.target);
         } }, `${r}×`))),
     h("h3", {}, "Speakers"), speakers,
+    notes,
     h("h3", {}, "Search"),
     h("div", { class: "find" }, find,
       h("button", { class: "icon", title: "Previous match", onclick: () => step(-1) }, "↑"),
@@ -137,6 +139,15 @@ export function recordingView(root, id, { live }) {
     layout.hidden = false;
     view.show(doc);
     showSpeakers(doc);
+    showVoiceprints(latest.voiceprints || []);
+  }
+
+  // What the job did with voiceprints (enrolled, updated, skipped and why, matched).
+  function showVoiceprints(list) {
+    notes.hidden = !list.length;
+    notes.replaceChildren(h("h3", {}, "Voiceprints"), h("ul", { class: "vp-notes" },
+      list.map((n) => h("li", {}, h("span", { class: `badge ${n.outcome}` }, n.outcome), " ",
+        h("span", { class: "mono" }, n.participantId), h("div", { class: "muted small" }, n.message)))));
   }
 
   function showSpeakers(doc) {
