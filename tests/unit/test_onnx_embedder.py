@@ -178,7 +178,10 @@ def test_embeddings_are_unit_vectors_named_by_the_files_digest(
     model: Path, embedder: OnnxEmbedder, testdata: Path
 ) -> None:
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    assert embedder.model_id == f"onnx:{digest[:12]}"
+    assert embedder.model_id == f"onnx:{digest[:12]}:fbank80-hamming-nocmn:embs"
+    # The same file fed otherwise gives other vectors: another id, never compared.
+    with_cmn = OnnxEmbedder.load(EmbedderConfig(model_path=model, cmn=True))
+    assert with_cmn.model_id == f"onnx:{digest[:12]}:fbank80-hamming-cmn:embs"
     assert embedder.dim == 128
     vector = embedder.embed_utterance(load(testdata, "ljspeech/LJ001-0001.flac"))
     assert vector.shape == (128,) and vector.dtype == np.float32

@@ -43,6 +43,16 @@ _UTTERANCE_PIECE_S = 20.0  # a long utterance is embedded in pieces of this many
 _MARGIN = 4096  # context on each side of a stretch of audio high-passed for ``wave``
 
 
+def model_id(digest: str, config: EmbedderConfig, output: str) -> str:
+    """What names the vectors a model gives: the file (its SHA-256) and how it is fed
+    and read, as the same file with other features gives other vectors."""
+    if config.features == "wave":
+        how = "wave"
+    else:
+        how = f"{config.features}-{config.window}-{'cmn' if config.cmn else 'nocmn'}"
+    return f"onnx:{digest[:12]}:{how}:{output}"
+
+
 class OnnxEmbedder:
     """A ``SpeakerEmbedder`` running a local ONNX model on CPU (or CUDA) with onnxruntime."""
 
@@ -98,6 +108,7 @@ class OnnxEmbedder:
                 f"speaker model {path}: not an ONNX model onnxruntime can load: {exc}"
             ) from exc
         embedder = cls(session, config, f"onnx:{digest[:12]}")
+        embedder.model_id = model_id(digest, config, embedder._output)
         log.info(
             "speaker model %s (%s): %s %s -> %s, %d-d",
             path,
