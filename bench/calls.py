@@ -57,7 +57,15 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from meeting import SENTENCES  # noqa: E402  (a sibling)
-from pipeline import OUT, RATE, TESTDATA, default_model, load  # noqa: E402
+from pipeline import (  # noqa: E402
+    OUT,
+    RATE,
+    TESTDATA,
+    default_model,
+    document_words,
+    load,
+    transcribe_with_postcall,
+)
 
 from postcall.speakers import attribution as sp  # noqa: E402
 from postcall.speakers import der as dm  # noqa: E402
@@ -308,25 +316,13 @@ def words_of(wav: Path, model_dir: str) -> Words:
         cached = json.loads(cache.read_text())
         if cached["model"] == model_dir:
             return [tuple(w) for w in cached["words"]]  # type: ignore[misc]
-    from postcall import audio, wiring
-    from postcall.engines.base import EngineOptions
-    from postcall.pipeline import assemble, transcribe_media
+    from postcall import wiring
     from postcall.settings import Settings
 
     settings = Settings(whisper_model=model_dir)
     engine = _engine(settings, wiring)
-    duration = audio.probe(wav).duration
-    chunks = transcribe_media(
-        wav,
-        engine,
-        EngineOptions(language="en", beam_size=5),
-        duration=duration,
-        chunk_max_s=settings.resolved_chunk_max_s,
-    )
-    document = assemble(
-        chunks, transcription_id="tr", recording_id="rec", duration=duration, speaker="s"
-    )
-    words = [(w.text, w.start, w.end) for s in document.segments for w in s.words]
+    document, _ = transcribe_with_postcall(wav, engine, settings.resolved_chunk_max_s)
+    words = document_words(document)
     cache.write_text(json.dumps({"model": model_dir, "words": words}))
     return words
 

@@ -51,7 +51,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import OUT, RATE, TESTDATA, default_model, load, usage  # a sibling
+from pipeline import (  # a sibling
+    OUT,
+    RATE,
+    TESTDATA,
+    default_model,
+    document_words,
+    load,
+    transcribe_with_postcall,
+    usage,
+)
 
 # Sentences for the synthetic voices: even lines for the report set, odd ones for dev.
 SENTENCES = """\
@@ -236,27 +245,15 @@ def child(kind: str, model_dir: str, path: str, turns_file: str | None) -> dict[
     got: dict[str, Any] = {}
     words: Words = []
     if kind == "postcall":
-        from postcall import audio, wiring
-        from postcall.engines.base import EngineOptions
-        from postcall.pipeline import assemble, transcribe_media
+        from postcall import wiring
         from postcall.settings import Settings
 
         settings = Settings(whisper_model=model_dir)
         engine = wiring.build_engine(settings)
         engine.load()  # type: ignore[attr-defined]
         cpu, start = usage()[0], time.perf_counter()
-        duration = audio.probe(path).duration
-        chunks = transcribe_media(
-            path,
-            engine,
-            EngineOptions(language="en", beam_size=5),
-            duration=duration,
-            chunk_max_s=settings.resolved_chunk_max_s,
-        )
-        document = assemble(
-            chunks, transcription_id="tr", recording_id="rec", duration=duration, speaker="s"
-        )
-        words = [(w.text, w.start, w.end) for s in document.segments for w in s.words]
+        document, _ = transcribe_with_postcall(path, engine, settings.resolved_chunk_max_s)
+        words = document_words(document)
     else:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 

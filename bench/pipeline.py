@@ -118,15 +118,39 @@ def usage() -> tuple[float, float]:
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
+def transcribe_with_postcall(path: str | Path, engine: Any, chunk_max_s: float) -> tuple[Any, int]:
+    """postcall's own pipeline on ``path`` (English, beam 5), as a worker runs it: the
+    transcript document and the number of chunks."""
+    from postcall import audio
+    from postcall.engines.base import EngineOptions
+    from postcall.pipeline import assemble, transcribe_media
+
+    duration = audio.probe(str(path)).duration
+    options = EngineOptions(language="en", beam_size=5)
+    chunks = transcribe_media(
+        str(path), engine, options, duration=duration, chunk_max_s=chunk_max_s
+    )
+    document = assemble(
+        chunks,
+        transcription_id="tr_bench",
+        recording_id="rec_bench",
+        duration=duration,
+        speaker="s",
+    )
+    return document, len(chunks)
+
+
+def document_words(document: Any) -> list[tuple[str, float, float]]:
+    return [(w.text, w.start, w.end) for s in document.segments for w in s.words]
+
+
 def child(kind: str, model_dir: str, path: str) -> dict[str, Any]:
     """Run one measurement in this (child) process; the clock starts after the model loaded."""
     threads = os.cpu_count() or 1
     got: dict[str, Any] = {}
     if kind == "postcall":
-        from postcall import audio
         from postcall.engines.base import EngineOptions, EngineResult
         from postcall.engines.whisper_local import FasterWhisperEngine
-        from postcall.pipeline import assemble, transcribe_media
         from postcall.settings import Settings
 
         settings = Settings()  # POSTCALL_WHISPER_BATCH_SIZE=1 measures sequential decoding
@@ -144,19 +168,10 @@ def child(kind: str, model_dir: str, path: str) -> dict[str, Any]:
                 return result
 
         cpu, start = usage()[0], time.perf_counter()
-        duration = audio.probe(path).duration
-        options = EngineOptions(language="en", beam_size=5)
-        chunks = transcribe_media(
-            path, Timed(), options, duration=duration, chunk_max_s=settings.resolved_chunk_max_s
+        document, chunk_count = transcribe_with_postcall(
+            path, Timed(), settings.resolved_chunk_max_s
         )
-        document = assemble(
-            chunks,
-            transcription_id="tr_bench",
-            recording_id="rec_bench",
-            duration=duration,
-            speaker="speaker",
-        )
-        got.update(text=document.text, chunks=len(chunks))
+        got.update(text=document.text, chunks=chunk_count)
     else:
         from faster_whisper import WhisperModel
 

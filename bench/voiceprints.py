@@ -30,7 +30,6 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from meeting import SENTENCES  # noqa: E402  (a sibling)
+from calls import Voice, _lj  # noqa: E402  (siblings)
+from meeting import SENTENCES  # noqa: E402
 from pipeline import OUT, TESTDATA, load  # noqa: E402
 
 from postcall.speakers import diarize as dz  # noqa: E402
@@ -51,19 +51,6 @@ from postcall.speakers.embedding import SpeakerEmbedder, load_embedder  # noqa: 
 
 Audio = npt.NDArray[np.float32]
 RATE = 16000
-
-
-@dataclass(frozen=True)
-class Voice:
-    name: str
-    clips: tuple[str, ...] = ()
-    espeak: str = ""
-    pitch: int = 50
-    speed: int = 165
-
-
-def _lj(parity: int) -> tuple[str, ...]:
-    return tuple(f"ljspeech/LJ001-{i:04d}.flac" for i in range(1, 33) if i % 2 == parity)
 
 
 VOICES: dict[str, list[Voice]] = {

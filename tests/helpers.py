@@ -3,12 +3,15 @@ polling with a deadline (never a bare sleep)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import jiwer
 
 T = TypeVar("T")
@@ -86,3 +89,21 @@ def score_turns(
         inside=inside / matched if matched else 0.0,
         words_out=len(hyp),
     )
+
+
+def create_recording(client: httpx.Client, files: list[Path], **fields: Any) -> dict[str, Any]:
+    """``POST /v1/recordings`` with ``files`` (one or one per track) and form ``fields``
+    (objects sent as JSON); the created recording, asserted 201."""
+    handles = [p.open("rb") for p in files]
+    try:
+        data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
+        r = client.post(
+            "/v1/recordings",
+            files=[("file", (p.name, h)) for p, h in zip(files, handles, strict=True)],
+            data=data,
+        )
+    finally:
+        for h in handles:
+            h.close()
+    assert r.status_code == 201, r.text
+    return dict(r.json())

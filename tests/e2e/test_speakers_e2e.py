@@ -16,7 +16,7 @@ from tests import media
 from tests.conftest import clip
 from tests.e2e.server import Server, model_server
 from tests.e2e.test_native_e2e import LINE, poll, transcribe
-from tests.helpers import normalize, wer
+from tests.helpers import create_recording, normalize, wer
 
 pytestmark = pytest.mark.e2e
 
@@ -38,22 +38,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, whisper_model_dir: str) -> 
 def client(server: Server) -> Iterator[httpx.Client]:
     with server.client(KEY, timeout=60) as c:
         yield c
-
-
-def create(client: httpx.Client, files: list[Path], **fields: Any) -> dict[str, Any]:
-    handles = [p.open("rb") for p in files]
-    try:
-        data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
-        r = client.post(
-            "/v1/recordings",
-            files=[("file", (p.name, h)) for p, h in zip(files, handles, strict=True)],
-            data=data,
-        )
-    finally:
-        for h in handles:
-            h.close()
-    assert r.status_code == 201, r.text
-    return dict(r.json())
 
 
 def finished(client: httpx.Client, rec_id: str, **body: Any) -> tuple[dict[str, Any], Any]:
@@ -78,7 +62,7 @@ def test_a_channel_map_puts_each_channel_under_its_participant(
         "participants": [{"id": "L", "name": "Lena"}, {"id": "R", "name": "Raj"}],
         "channels": {"0": "L", "1": "R"},
     }
-    rec = create(client, [testdata / "stereo_diarization.wav"], metadata=meta)
+    rec = create_recording(client, [testdata / "stereo_diarization.wav"], metadata=meta)
     result, doc = finished(client, rec["id"])
     texts = clip("stereo_diarization.wav")["channel_texts"]
     spoken = words_by_speaker(doc)
@@ -107,14 +91,14 @@ def test_one_file_per_participant_merges_in_time_order(
     a, b = "librispeech/1089-134686-0001.wav", "ljspeech/LJ001-0001.flac"
     alone = []
     for name in (a, b):
-        _, doc = finished(client, create(client, [testdata / name])["id"])
+        _, doc = finished(client, create_recording(client, [testdata / name])["id"])
         alone.append(" ".join(w["text"] for s in doc["segments"] for w in s["words"]))
     reference = f"{clip(a)['text']} {clip(b)['text']}"
     alone_wer = wer(reference, " ".join(alone))
 
     meta = {"participants": [{"id": "u1", "name": "Ana"}, {"id": "u2", "name": "Ben"}]}
     tracks = [{"participant_id": "u1", "offset": 0.0}, {"participant_id": "u2", "offset": 8.0}]
-    rec = create(client, [testdata / a, testdata / b], metadata=meta, tracks=tracks)
+    rec = create_recording(client, [testdata / a, testdata / b], metadata=meta, tracks=tracks)
     assert [t["participantId"] for t in rec["tracks"]] == ["u1", "u2"]
     result, doc = finished(client, rec["id"])
     order = [s["speaker"] for s in doc["segments"]]
@@ -155,7 +139,7 @@ def test_a_speaker_timeline_attributes_words(
         ],
         "speaker_timeline": timeline,
     }
-    _, doc = finished(client, create(client, [wav], metadata=meta)["id"])
+    _, doc = finished(client, create_recording(client, [wav], metadata=meta)["id"])
     names = {"p1": "Ann", "p2": "Bo", "p3": "Cy"}
     truth = [(e["start"] - 0.3, e["end"] - 0.3, names[e["participant_id"]]) for e in timeline]
     right = total = 0
@@ -180,7 +164,7 @@ def test_a_timeline_from_an_ami_rttm(client: httpx.Client, testdata: Path) -> No
     # only the words of that turn are asserted, under the participant's name.
     names = [{"id": s["speaker"], "name": "Fiona"} for s in entry["speakers"]]
     meta = {"speaker_timeline": timeline, "participants": names}
-    rec = create(client, [testdata / "ami/trn02.wav"], metadata=meta)
+    rec = create_recording(client, [testdata / "ami/trn02.wav"], metadata=meta)
     _, doc = finished(client, rec["id"], speakers={"mode": "timeline"})
     right = total = 0
     for seg in doc["segments"]:
@@ -196,7 +180,7 @@ def test_a_timeline_from_an_ami_rttm(client: httpx.Client, testdata: Path) -> No
 
 
 def test_modes_a_recording_cannot_give_are_refused(client: httpx.Client, testdata: Path) -> None:
-    rec = create(client, [testdata / "jfk.flac"])
+    rec = create_recording(client, [testdata / "jfk.flac"])
     for mode in ("separate_streams", "timeline"):
         r = client.post(f"/v1/recordings/{rec['id']}/transcribe", json={"speakers": {"mode": mode}})
         assert r.status_code == 422 and r.json()["error"]["field"] == "speakers"
@@ -214,7 +198,7 @@ def test_offline_diarization_splits_a_two_speaker_mix(
     mono = media.write_audio(
         tmp_path / "mixed.wav", media.load_mono16k(testdata / "stereo_diarization.wav")
     )
-    rec = create(client, [mono])
+    rec = create_recording(client, [mono])
     _, doc = finished(client, rec["id"], speakers={"mode": "diarize", "min_speakers": 2})
     assert set(doc["speakers"]) == {"Speaker 1", "Speaker 2"}
     words = [(w, s["speaker"]) for s in doc["segments"] for w in s["words"]]

@@ -8,7 +8,6 @@ chosen.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from tests import media, speech
 from tests.e2e.server import Server, model_server
 from tests.e2e.test_native_e2e import poll
+from tests.helpers import create_recording
 
 pytestmark = pytest.mark.e2e
 
@@ -42,22 +42,6 @@ def client(server: Server) -> Iterator[httpx.Client]:
 
 def load(testdata: Path, name: str) -> speech.Audio:
     return speech.trim(media.load_mono16k(testdata / name))
-
-
-def upload(client: httpx.Client, files: list[Path], **fields: Any) -> str:
-    handles = [p.open("rb") for p in files]
-    try:
-        data = {k: json.dumps(v) for k, v in fields.items()}
-        r = client.post(
-            "/v1/recordings",
-            files=[("file", (p.name, h)) for p, h in zip(files, handles, strict=True)],
-            data=data,
-        )
-    finally:
-        for h in handles:
-            h.close()
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
 
 
 def run(client: httpx.Client, rec_id: str, **body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -85,12 +69,12 @@ def test_an_enrolled_participant_is_named_in_a_later_mixed_recording(
     )
     bob_stream = media.write_audio(tmp_path / "bob.wav", libri[:cut])
     people = [{"id": "u-alice", "name": "Alice"}, {"id": "u-bob", "name": "Bob"}]
-    streams = upload(
+    streams = create_recording(
         client,
         [alice_stream, bob_stream],
         metadata={"participants": people},
         tracks=[{"participant_id": "u-alice", "offset": 0}, {"participant_id": "u-bob"}],
-    )
+    )["id"]
     result, _ = run(client, streams, enroll_voiceprints=True)
     notes = {n["participantId"]: n for n in result["voiceprints"]}
     assert {n["outcome"] for n in notes.values()} == {"enrolled"}, notes
@@ -121,7 +105,7 @@ def test_an_enrolled_participant_is_named_in_a_later_mixed_recording(
         truth.append((t, t + len(samples) / RATE, who))
         t += len(samples) / RATE
     mixed = media.write_audio(tmp_path / "mixed.wav", np.concatenate(pieces))
-    meeting = upload(client, [mixed], metadata={"participants": people})
+    meeting = create_recording(client, [mixed], metadata={"participants": people})["id"]
     result, doc = run(client, meeting, speakers={"mode": "diarize"})
     matched = {n["participantId"] for n in result["voiceprints"] if n["outcome"] == "matched"}
     assert matched == {"u-alice", "u-bob"}, result["voiceprints"]
