@@ -342,7 +342,7 @@ def transcribe(
     """Transcribe one local file without a server (same pipeline and engine)."""
     from postcall import audio, wiring
     from postcall.domain import default_speaker, new_id
-    from postcall.engines.base import EngineOptions
+    from postcall.engines.base import EngineOptions, chunks_at_once
     from postcall.errors import PostcallError
     from postcall.languages import english_only_model, language_for_model, normalize_language
     from postcall.pipeline import ChunkResult, assemble, transcribe_media
@@ -387,6 +387,7 @@ def transcribe(
                 EngineOptions(language=lang, beam_size=settings.whisper_beam_size),
                 duration=media.duration,
                 chunk_max_s=settings.resolved_chunk_max_s,
+                concurrency=chunks_at_once(engine),
                 on_chunk=on_chunk,
             )
         document = assemble(

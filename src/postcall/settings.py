@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         description="Decoding windows run at once (batched inference); 0 = auto (8 on a "
         "CPU, 16 on a GPU), 1 = one window at a time.",
     )
+    whisper_parallel: int = Field(
+        0,
+        ge=0,
+        description="Chunks of one job the in-process model decodes at once, each on its "
+        "share of the CPU threads; 0 = auto (one per thread, at most 4, on a CPU; 1 on a GPU).",
+    )
     whisper_min_context_s: float = Field(
         20.0,
         ge=10.0,

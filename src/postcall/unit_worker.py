@@ -24,7 +24,7 @@ from postcall.domain import (
     TranscriptionError,
     recording_tracks,
 )
-from postcall.engines.base import Engine, EngineOptions
+from postcall.engines.base import Engine, EngineOptions, chunks_at_once
 from postcall.errors import NotFound, PostcallError, Unavailable
 from postcall.outages import Outage, until_available
 from postcall.pipeline import ChunkResult, Interrupted, Source
@@ -194,7 +194,7 @@ class UnitWork:
                     self.engine,
                     options,
                     chunk_max_s=split.unit_chunk_s(config.chunk_max_s, config.unit_s),
-                    concurrency=config.chunk_concurrency,
+                    concurrency=chunks_at_once(self.engine),
                     should_stop=lambda: self._stop.is_set() or heartbeat.lost,
                     max_s=config.max_duration_s,
                 )

@@ -72,6 +72,7 @@ def build_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
             api=settings.whisper_api,
             timeout_s=settings.whisper_timeout_s,
             retries=settings.whisper_retries,
+            concurrency=settings.whisper_concurrency,
         )
     if settings.engine_factory:
         return _load_factory(settings.engine_factory)(settings)
@@ -99,6 +100,7 @@ def build_local_engine(settings: Settings, *, concurrency: int = 1) -> Engine:
         batch_size=settings.whisper_batch_size,
         idle_unload_s=settings.whisper_idle_unload_s,
         min_context_s=settings.whisper_min_context_s,
+        parallel=settings.whisper_parallel,
     )
 
 
@@ -144,7 +146,6 @@ def worker_config(settings: Settings) -> WorkerConfig:
         chunk_max_s=settings.resolved_chunk_max_s,
         beam_size=settings.whisper_beam_size,
         max_duration_s=settings.max_duration_s,
-        chunk_concurrency=settings.whisper_concurrency if settings.whisper_url else 1,
         split_min_s=settings.split_min_s,
         unit_s=settings.resolved_split_unit_s,
         voiceprints=VoiceprintConfig(

@@ -49,7 +49,7 @@ from postcall.domain import (
     started_at_from_metadata,
     timeline_from_metadata,
 )
-from postcall.engines.base import Engine, EngineOptions, Loadable
+from postcall.engines.base import Engine, EngineOptions, Loadable, chunks_at_once
 from postcall.errors import (
     DurationExceeded,
     NotFound,
@@ -88,7 +88,6 @@ class WorkerConfig:
     chunk_max_s: float = 300.0
     beam_size: int = 5
     max_duration_s: float = 4 * 3600.0
-    chunk_concurrency: int = 1
     reconcile_every_s: float = 30.0
     split_min_s: float = 600.0
     unit_s: float = 300.0
@@ -323,7 +322,7 @@ class Worker(UnitWork):
             self.engine,
             options,
             chunk_max_s=self.config.chunk_max_s,
-            concurrency=self.config.chunk_concurrency,
+            concurrency=chunks_at_once(self.engine),
             done=done,
             on_chunk=on_chunk,
             should_stop=lambda: self._stop.is_set() or heartbeat.lost,

@@ -135,3 +135,24 @@ def test_short_clips_read_with_20_s_of_context_as_well_as_with_30(
     print(f"WER with 20 s of context {short:.3f}, with 30 s {full:.3f}")
     assert short <= full + 0.03, (short, full)
     assert short < 0.15
+
+
+def test_two_chunks_decoded_at_once_read_as_one_at_a_time(
+    testdata: Path, whisper_model_dir: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = FasterWhisperEngine(whisper_model_dir, device="cpu", cpu_threads=2, parallel=2)
+    assert engine.parallelism == 2
+    assert engine.load().model.num_workers == 2  # two decoders (one thread each)
+    pieces = [samples for _, samples in read_speech(testdata)[:2]]
+    pieces.append(np.concatenate(list(audio.decode(testdata / "jfk.flac"))))
+
+    def words(samples: np.ndarray) -> list[str]:
+        result = engine.transcribe(samples, EngineOptions())
+        return [w.text for s in result.segments for w in s.words]
+
+    alone = [words(p) for p in pieces]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(words, pieces))
+    assert all(alone) and together == alone

@@ -50,3 +50,21 @@ def test_features_are_padded_with_zeros_or_cut_to_the_context() -> None:
     assert np.all(padded[:, :1234] == 1) and np.all(padded[:, 1234:] == 0)
     cut = _fit(np.ones((80, 3100), dtype=np.float32), 3000)
     assert cut.shape == (80, 3000) and cut.flags.c_contiguous
+
+
+def test_a_cpu_engine_splits_its_threads_into_decoders_and_takes_that_many_chunks() -> None:
+    from postcall.engines.base import chunks_at_once
+    from postcall.engines.whisper_http import HttpWhisperEngine
+    from postcall.engines.whisper_local import FasterWhisperEngine, resolve_parallel
+    from tests.fakes import ScriptedEngine
+
+    assert resolve_parallel(0, "cpu", 2) == 2  # one decoder per thread
+    assert resolve_parallel(0, "cpu", 16) == 4  # at most 4 when not told
+    assert resolve_parallel(0, "cpu", 1) == 1
+    assert resolve_parallel(0, "cuda", 16) == 1  # a GPU's batches already fill it
+    assert resolve_parallel(3, "cpu", 2) == 3  # told
+    assert chunks_at_once(FasterWhisperEngine("tiny.en", device="cpu", cpu_threads=2)) == 2
+    one = FasterWhisperEngine("tiny.en", device="cpu", cpu_threads=2, parallel=1)
+    assert chunks_at_once(one) == 1
+    assert chunks_at_once(HttpWhisperEngine("http://127.0.0.1:9/v1", concurrency=3)) == 3
+    assert chunks_at_once(ScriptedEngine()) == 1  # an engine that says nothing gets one

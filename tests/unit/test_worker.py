@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,48 @@ def test_refused_upload_keeps_nothing(parts, tmp_path: Path) -> None:  # type: i
         )
     assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
     assert store.list_recordings("t", limit=5, cursor=None).items == []
+
+
+class Overlapping(ScriptedEngine):
+    """A scripted engine that takes two chunks at once and records how many it had."""
+
+    parallelism = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most = 0
+        self._turn = threading.Condition()
+
+    def transcribe(self, audio, options):  # type: ignore[no-untyped-def]
+        with self._turn:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self._turn.notify_all()
+            # The first call waits (with a deadline) for the worker to hand it a partner.
+            self._turn.wait_for(lambda: self.most >= 2, timeout=10)
+        try:
+            return super().transcribe(audio, options)
+        finally:
+            with self._turn:
+                self.in_flight -= 1
+
+
+def test_an_engine_gets_as_many_chunks_at_once_as_it_takes(parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store, blobs, service = parts
+    wav = media.write_audio(tmp_path / "long.wav", speechy(150))
+    sequential = add(service, wav)
+    Worker(store, blobs, ScriptedEngine(), WorkerConfig(chunk_max_s=30)).run(burst=True)
+    parallel = add(service, wav)
+    engine = Overlapping()
+    Worker(store, blobs, engine, WorkerConfig(chunk_max_s=30)).run(burst=True)
+    assert engine.most == 2 and engine.calls > 2
+    done = store.get_transcription("t", parallel)
+    assert done.status is TranscriptionStatus.COMPLETED and done.progress == 1.0
+    # The same transcript, chunks in order, whatever order they finished in.
+    one_at_a_time = service.get_document("t", sequential)
+    two_at_once = service.get_document("t", parallel)
+    assert two_at_once.text == one_at_a_time.text and len(two_at_once.text.split()) > 100
+    assert [(s.start, s.text) for s in two_at_once.segments] == [
+        (s.start, s.text) for s in one_at_a_time.segments
+    ]

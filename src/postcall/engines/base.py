@@ -46,3 +46,18 @@ class Loadable(Protocol):
     def load(self) -> Any:
         """Load the model now (once); raise ``ModelUnavailable`` when it cannot be."""
         ...
+
+
+@runtime_checkable
+class Parallel(Protocol):
+    """An engine that transcribes several chunks of one job at once to best effect."""
+
+    @property
+    def parallelism(self) -> int:
+        """How many chunks of one job to keep in flight."""
+        ...
+
+
+def chunks_at_once(engine: Engine) -> int:
+    """Chunks of one job to give ``engine`` at once: its ``parallelism``, else 1."""
+    return max(1, engine.parallelism) if isinstance(engine, Parallel) else 1

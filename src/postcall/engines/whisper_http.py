@@ -62,7 +62,8 @@ class HttpWhisperEngine:
     first wait between attempts, doubled each time, with jitter. ``model`` is the
     model name sent to OpenAI-style services (default ``whisper-1``). ``api_key``,
     when given, is sent as a bearer token. ``client`` replaces the engine's own
-    connection pool (it is then not closed by ``close()``).
+    connection pool (it is then not closed by ``close()``). ``concurrency``: chunks
+    of one job sent at once (``parallelism``).
     """
 
     def __init__(
@@ -76,12 +77,14 @@ class HttpWhisperEngine:
         backoff_s: float = 0.5,
         client: httpx.Client | None = None,
         api_key: str | None = None,
+        concurrency: int = 4,
     ) -> None:
         if api not in ("openai", "whispercpp"):
             raise ValueError(f"unknown Whisper API {api!r}: use 'openai' or 'whispercpp'")
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("need timeout_s > 0, retries >= 0 and backoff_s >= 0")
         self.api: Api = api
+        self.parallelism = max(1, concurrency)  # chunks of one job sent at once
         self.endpoint = _endpoint(url, api)
         self.timeout_s = timeout_s
         self.retries = retries

@@ -25,6 +25,12 @@ Every chunk goes the same way (``_transcribe_windows``):
    put in (``completeness.recover``).
 
 ``batch_size=1`` decodes the same windows one at a time.
+
+On a CPU the cores are split between ``parallel`` decoders (model replicas sharing
+one copy of the weights), and a job keeps that many chunks in flight
+(``parallelism``): tiny.en's matrices are too small for two threads to share one
+decoding step well, so one thread per chunk transcribes the development meeting in
+about half the time, with the same words, as two threads on one chunk.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ NO_SPEECH_LOGPROB = -1.0
 MAX_COMPRESSION_RATIO = 2.4
 # The first reading again packs the skipped stretches into windows this short (s).
 REREAD_WINDOW_S = 12.0
+# Decoders a CPU engine runs at once when not told (``resolve_parallel``).
+MAX_AUTO_PARALLEL = 4
 
 
 def resolve_device(device: str) -> str:
@@ -112,6 +120,16 @@ def resolve_batch_size(batch_size: int, device: str) -> int:
     return 16 if device == "cuda" else 8
 
 
+def resolve_parallel(parallel: int, device: str, threads: int) -> int:
+    """``0`` (auto): on a CPU one decoder per thread, at most ``MAX_AUTO_PARALLEL``; on a
+    GPU one (its batches already fill it)."""
+    if parallel > 0:
+        return parallel
+    if device == "cuda":
+        return 1
+    return max(1, min(threads, MAX_AUTO_PARALLEL))
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -133,6 +151,7 @@ class FasterWhisperEngine:
         batch_size: int = 0,
         idle_unload_s: float = 0.0,
         min_context_s: float = MIN_CONTEXT_S,
+        parallel: int = 0,
     ) -> None:
         self.model_name = model
         self.min_context_s = min_context_s
@@ -140,6 +159,7 @@ class FasterWhisperEngine:
         self._compute_type = compute_type
         self._cpu_threads = cpu_threads or available_cpus()
         self._num_workers = max(1, num_workers)  # transcriptions that may run at once
+        self._parallel = parallel  # chunks of one transcription decoded at once; 0 = auto
         self._batch_size = batch_size
         self._idle_unload_s = idle_unload_s
         self._model: Any = None
@@ -151,6 +171,12 @@ class FasterWhisperEngine:
         self.device = ""
         self.compute_type = ""
         self.batch_size = 0
+
+    @property
+    def parallelism(self) -> int:
+        """Chunks of one job this engine decodes at once (``resolve_parallel``)."""
+        device = self.device or resolve_device(self._device)
+        return resolve_parallel(self._parallel, device, self._cpu_threads)
 
     @property
     def loaded(self) -> bool:
@@ -214,20 +240,26 @@ class FasterWhisperEngine:
             compute_type = resolve_compute_type(self._compute_type, device)
             self.device, self.compute_type = device, compute_type
             self.batch_size = resolve_batch_size(self._batch_size, device)
+            parallel = resolve_parallel(self._parallel, device, self._cpu_threads)
+            # Every job may have ``parallel`` chunks in flight: one replica each, the
+            # CPU threads shared out among them.
+            replicas = self._num_workers * parallel
+            threads = max(1, self._cpu_threads // replicas)
             log.info(
-                "loading Whisper model %s on %s (%s, %d threads, batch %d)",
+                "loading Whisper model %s on %s (%s, %d decoders of %d threads, batch %d)",
                 name,
                 device,
                 compute_type,
-                self._cpu_threads,
+                replicas,
+                threads,
                 self.batch_size,
             )
             return WhisperModel(
                 name,
                 device=device,
                 compute_type=compute_type,
-                cpu_threads=self._cpu_threads if device == "cpu" else 0,
-                num_workers=self._num_workers,
+                cpu_threads=threads if device == "cpu" else 0,
+                num_workers=replicas,
             )
         except ModelUnavailable:
             raise
