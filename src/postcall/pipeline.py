@@ -14,7 +14,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -70,6 +70,10 @@ class ChunkResult:
         )
 
 
+# Chunks a transcription holds at once, done or being transcribed, per chunk in flight.
+HELD_PER_WORKER = 3
+
+
 def transcribe_media(
     path: str | Path,
     engine: Engine,
@@ -96,9 +100,13 @@ def transcribe_media(
     transcribed again. ``on_chunk(result, progress)`` is called after each chunk, in
     order, with the fraction of the recording covered so far. ``should_stop`` is
     polled between chunks; when it answers True the run stops with ``Interrupted``.
-    ``concurrency`` > 1 keeps that many chunks in flight at once (for a remote engine
-    that serves requests in parallel); memory stays bounded by it. ``max_s``: decoding
-    stops with ``DurationExceeded`` when the file's audio runs past it (``audio.decode``).
+    ``concurrency`` > 1 keeps that many chunks being transcribed at once (for an
+    engine that decodes several in parallel, or a remote one that serves requests in
+    parallel): when one finishes the next starts, even while an earlier one is still
+    running (its result waits, and results are handed on in order). Memory stays
+    bounded: at most ``HELD_PER_WORKER`` times ``concurrency`` chunks are held, done or
+    not. ``max_s``: decoding stops with ``DurationExceeded`` when the file's audio runs
+    past it (``audio.decode``).
     """
     done = done or {}
     results: list[ChunkResult] = []
@@ -116,17 +124,24 @@ def transcribe_media(
     )
     if start > 0:
         chunks = (replace(c, start=start + c.start) for c in chunks)
-    in_flight: deque[tuple[audio.Chunk, Future[ChunkResult]]] = deque()
+    at_once = max(1, concurrency)
+    # (where the chunk ends, s; its result): the chunk itself (its audio) is not kept.
+    held: deque[tuple[float, Future[ChunkResult]]] = deque()
 
-    def finish_oldest() -> None:
-        chunk, future = in_flight.popleft()
-        result = future.result()
-        results.append(result)
-        if on_chunk is not None:
-            progress = min(chunk.end / duration, 0.99) if duration > 0 else 0.0
-            on_chunk(result, progress)
+    def hand_on_finished() -> None:
+        """Hand on, in order, the results that are ready."""
+        while held and held[0][1].done():
+            chunk_end, future = held.popleft()
+            result = future.result()
+            results.append(result)
+            if on_chunk is not None:
+                progress = min(chunk_end / duration, 0.99) if duration > 0 else 0.0
+                on_chunk(result, progress)
 
-    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="chunk") as pool:
+    def running() -> list[Future[ChunkResult]]:
+        return [f for _, f in held if not f.done()]
+
+    with ThreadPoolExecutor(at_once, thread_name_prefix="chunk") as pool:
         try:
             for chunk in chunks:
                 if should_stop is not None and should_stop():
@@ -138,13 +153,18 @@ def transcribe_media(
                     future.set_result(previous)
                 else:
                     future = pool.submit(transcribe_chunk, engine, chunk, options)
-                in_flight.append((chunk, future))
-                while len(in_flight) >= max(1, concurrency):
-                    finish_oldest()
-            while in_flight:
-                finish_oldest()
+                held.append((chunk.end, future))
+                hand_on_finished()
+                while held and (
+                    len(running()) >= at_once or len(held) >= HELD_PER_WORKER * at_once
+                ):
+                    wait(running() or [held[0][1]], return_when=FIRST_COMPLETED)
+                    hand_on_finished()
+            while held:
+                wait([held[0][1]])
+                hand_on_finished()
         finally:
-            for _, pending in in_flight:
+            for _, pending in held:
                 pending.cancel()
     return results
 
