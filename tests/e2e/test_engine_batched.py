@@ -156,3 +156,26 @@ def test_two_chunks_decoded_at_once_read_as_one_at_a_time(
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(words, pieces))
     assert all(alone) and together == alone
+
+
+def test_batches_spread_over_decoders_read_as_one_batch(
+    testdata: Path, whisper_model_dir: str
+) -> None:
+    from postcall.engines.decoding import DecodeOptions, decode_clips
+
+    model = FasterWhisperEngine(whisper_model_dir, device="cpu", cpu_threads=2).load()
+    pieces = [samples for _, samples in read_speech(testdata)[:4]]
+    audio_ = np.concatenate(pieces)
+    edges = np.cumsum([0, *[p.size for p in pieces]]) / RATE
+    clips = list(pairwise(edges.tolist()))
+
+    def words(parallel: int) -> list[list[str]]:
+        options = DecodeOptions("en", 5, True, None, batch_size=8, parallel=parallel)
+        per_clip, _ = decode_clips(model, audio_, clips, options)
+        return [[w.word.strip() for s in segments for w in s.words] for segments in per_clip]
+
+    one_batch, spread = words(1), words(2)
+    assert all(one_batch) and len(one_batch) == 4
+    # Same words (a word may differ where batch padding moves int8 arithmetic).
+    for a, b in zip(one_batch, spread, strict=True):
+        assert wer(" ".join(a), " ".join(b)) < 0.05

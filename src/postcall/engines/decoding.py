@@ -12,13 +12,20 @@ gets ``context_s(duration)``: its length and a margin, at least ``MIN_CONTEXT_S`
 Clips are batched with others of the same context (sorted by length), decoded with the
 pipeline's own ``forward`` (the same prompt, beam search, segment splitting and word
 alignment), and the segments come back in the clips' order.
+
+With ``parallel`` > 1 (a CPU model with that many single-threaded replicas) the batches
+are made small enough to give every replica one and decoded at once, each in its own
+thread: on one thread a decoding step costs the same per window whatever the batch, so
+four windows on each of two replicas take half the time of eight on one (and less
+than eight on one replica with two threads, whose steps are too small to share).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +54,7 @@ class DecodeOptions:
     prompt: str | None
     batch_size: int
     min_context_s: float = MIN_CONTEXT_S
+    parallel: int = 1  # batches decoded at once (model replicas)
 
 
 def decode_clips(
@@ -68,10 +76,12 @@ def decode_clips(
         model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
     )
     settings = _options(tokenizer, options)
-    pipeline = BatchedInferencePipeline(model)  # one per call: it keeps per-call state
     out: list[list[Any]] = [[] for _ in clips]
     order = sorted(range(len(clips)), key=lambda i: pieces[i].size)
-    for group in _batches(order, pieces, options):
+    spread = max(1, min(options.batch_size, math.ceil(len(clips) / max(1, options.parallel))))
+    groups = _batches(order, pieces, replace(options, batch_size=spread))
+
+    def decode(group: list[int]) -> list[list[Any]]:
         frames = max(
             context_frames(pieces[i].size / RATE, min_s=options.min_context_s) for i in group
         )
@@ -84,10 +94,18 @@ def decode_clips(
             }
             for i in group
         ]
-        pipeline.last_speech_timestamp = 0.0
+        pipeline = BatchedInferencePipeline(model)  # one per batch: it keeps state
         results = pipeline.forward(batch, tokenizer, meta, settings)
-        for i, result in zip(group, results, strict=True):
-            out[i] = [_segment(raw, options.word_timestamps) for raw in result]
+        return [[_segment(raw, options.word_timestamps) for raw in result] for result in results]
+
+    if options.parallel > 1 and len(groups) > 1:
+        with ThreadPoolExecutor(min(options.parallel, len(groups))) as pool:
+            decoded = list(pool.map(decode, groups))
+    else:
+        decoded = [decode(group) for group in groups]
+    for group, segments in zip(groups, decoded, strict=True):
+        for i, clip_segments in zip(group, segments, strict=True):
+            out[i] = clip_segments
     return out, language
 
 

@@ -27,10 +27,12 @@ Every chunk goes the same way (``_transcribe_windows``):
 ``batch_size=1`` decodes the same windows one at a time.
 
 On a CPU the cores are split between ``parallel`` decoders (model replicas sharing
-one copy of the weights), and a job keeps that many chunks in flight
-(``parallelism``): tiny.en's matrices are too small for two threads to share one
-decoding step well, so one thread per chunk transcribes the development meeting in
-about half the time, with the same words, as two threads on one chunk.
+one copy of the weights, one thread each): the batches of every decoding call are
+spread over them (``decoding.decode_clips``), and a job keeps that many chunks in
+flight (``parallelism``), so one chunk's speech detection overlaps another's
+decoding. tiny.en's matrices are too small for two threads to share one decoding step
+well: this way the development meetings take about half the time, with the same
+words, of two threads on one decoder.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ class FasterWhisperEngine:
         self.device = ""
         self.compute_type = ""
         self.batch_size = 0
+        self.decoders = 1
 
     @property
     def parallelism(self) -> int:
@@ -241,10 +244,13 @@ class FasterWhisperEngine:
             self.device, self.compute_type = device, compute_type
             self.batch_size = resolve_batch_size(self._batch_size, device)
             parallel = resolve_parallel(self._parallel, device, self._cpu_threads)
-            # Every job may have ``parallel`` chunks in flight: one replica each, the
-            # CPU threads shared out among them.
-            replicas = self._num_workers * parallel
+            # The CPU threads shared out among the replicas (one copy of the weights);
+            # more calls than replicas wait their turn inside CTranslate2.
+            replicas = max(self._num_workers, parallel)
             threads = max(1, self._cpu_threads // replicas)
+            # On a CPU one call's batches are spread over the replicas (a GPU's one
+            # batch already fills it).
+            self.decoders = replicas if device == "cpu" else 1
             log.info(
                 "loading Whisper model %s on %s (%s, %d decoders of %d threads, batch %d)",
                 name,
@@ -340,6 +346,7 @@ class FasterWhisperEngine:
                 prompt=options.prompt or None,
                 batch_size=self.batch_size,
                 min_context_s=self.min_context_s,
+                parallel=self.decoders,
             ),
         )
         raw_segments = [raw for segments in per_clip for raw in segments]
