@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         "share of the CPU threads; 0 = auto (one per thread, at most 4, on a CPU; 1 on a GPU).",
     )
     whisper_min_context_s: float = Field(
-        20.0,
+        15.0,
         ge=10.0,
         le=30.0,
         description="Least audio context (s) a decoding window is encoded with; a short "

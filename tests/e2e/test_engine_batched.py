@@ -103,13 +103,14 @@ def test_preload_with_a_bad_model_stops_the_worker_at_once(tmp_path: Path) -> No
     assert "model.bin" in done.stderr
 
 
-def test_short_clips_read_with_20_s_of_context_as_well_as_with_30(
+def test_short_clips_read_with_the_least_context_as_well_as_with_30_s(
     testdata: Path, engines: dict[str, FasterWhisperEngine]
 ) -> None:
-    """``decode_clips`` encodes a short clip with 20 s of context instead of Whisper's
-    30: the words are as right as with 30 (each clip's text against its reference), each
-    clip's words start inside it, and the clips come back in their order."""
-    from postcall.engines.decoding import DecodeOptions, decode_clips
+    """``decode_clips`` encodes a short clip with its length and a margin (at least
+    ``MIN_CONTEXT_S``, 15 s) instead of Whisper's 30: the words are as right as with 30
+    (each clip's text against its reference), each clip's words start inside it, and
+    the clips come back in their order."""
+    from postcall.engines.decoding import MIN_CONTEXT_S, DecodeOptions, decode_clips
 
     speech = read_speech(testdata)
     gap = np.zeros(RATE, dtype=np.float32)
@@ -120,7 +121,7 @@ def test_short_clips_read_with_20_s_of_context_as_well_as_with_30(
         at += (samples.size + gap.size) / RATE
     model = engines["batched"].load()
     texts: dict[float, list[str]] = {}
-    for least in (20.0, 30.0):
+    for least in (MIN_CONTEXT_S, 30.0):
         options = DecodeOptions("en", 5, True, None, batch_size=4, min_context_s=least)
         per_clip, language = decode_clips(model, joined, clips, options)
         assert language == "en" and len(per_clip) == len(clips)
@@ -130,9 +131,9 @@ def test_short_clips_read_with_20_s_of_context_as_well_as_with_30(
                 # the last word's end may run into the padding (the engine clamps it)
                 assert a - 0.05 <= w.start <= b and w.start <= w.end <= b + 0.5, (a, b, w)
     references = [text for text, _ in speech]
-    short = wer(" ".join(references), " ".join(texts[20.0]))
+    short = wer(" ".join(references), " ".join(texts[MIN_CONTEXT_S]))
     full = wer(" ".join(references), " ".join(texts[30.0]))
-    print(f"WER with 20 s of context {short:.3f}, with 30 s {full:.3f}")
+    print(f"WER with {MIN_CONTEXT_S} s of context {short:.3f}, with 30 s {full:.3f}")
     assert short <= full + 0.03, (short, full)
     assert short < 0.15
 

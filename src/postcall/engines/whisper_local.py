@@ -15,7 +15,7 @@ Every chunk goes the same way (``_transcribe_windows``):
 3. the regions are packed into 30-second windows cut only at pauses, inner pauses
    shortened (``windows.plan_windows``, ``windows.splice``), and the windows decoded
    ``batch_size`` at a time (``decoding.decode_clips``: faster-whisper's batched
-   decoding, a short window encoded with 20 s of context rather than 30);
+   decoding, a short window encoded with its length and 5 s, at least 15 s, rather than 30);
 4. each word is mapped back through the splice and kept inside the region it was
    said in (``completeness.place``);
 5. the result is checked against the audio: every stretch of speech of a second or
