@@ -100,8 +100,9 @@ class Settings(BaseSettings):
     whisper_parallel: int = Field(
         0,
         ge=0,
-        description="Chunks of one job the in-process model decodes at once, each on its "
-        "share of the CPU threads; 0 = auto (one per thread, at most 4, on a CPU; 1 on a GPU).",
+        description="Decoders of the in-process model, each on its share of the CPU threads: "
+        "a decoding call's batches are spread over them and a job keeps that many chunks in "
+        "flight; 0 = auto (one per thread, at most 4, on a CPU; 1 on a GPU).",
     )
     whisper_min_context_s: float = Field(
         15.0,
