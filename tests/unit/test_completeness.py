@@ -104,3 +104,17 @@ def test_recover_stops_when_nothing_is_unheard_and_after_its_rounds() -> None:
     assert calls == []
     recover([(0, 4 * RATE)], [[]], read_again, rounds=3)
     assert calls == [True, False]  # a stretch that stays silent: packed, then alone, once
+
+
+def test_a_region_with_far_fewer_words_than_its_length_implies_is_read_whole() -> None:
+    # 3.3 s of speech that came back as one word (a neighbour's "Now," the alignment put
+    # there): no second of it lies far from that word, yet it was not heard.
+    region = (0, round(3.3 * RATE))
+    assert unheard([region], [[w(1.25, 2.2, "Now,")]]) == [(0, region)]
+    # The same region with a sentence in it, or a short one with a word, is heard.
+    sentence = [w(0.1 + 0.3 * k, 0.35 + 0.3 * k) for k in range(10)]
+    assert unheard([region], [sentence]) == []
+    assert unheard([(0, round(1.8 * RATE))], [[w(0.4, 1.0)]]) == []
+    # Slow speech at one word in 1.5 s is not sparse.
+    slow = [w(0.2, 0.8), w(1.7, 2.3), w(3.2, 3.8), w(4.7, 5.3)]
+    assert unheard([(0, 6 * RATE)], [slow]) == []

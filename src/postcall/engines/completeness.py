@@ -8,8 +8,9 @@ word seconds away from where it was said. Given the speech regions that were dec
   nearest one, and keeps its times inside that region: a word is never placed in a
   pause;
 * ``unheard`` finds the stretches of a region that no word accounts for: a whole
-  region that came back empty, a second or more inside one (an utterance the decoder
-  skipped after its neighbour), audio a word was stretched over;
+  region that came back empty or with far fewer words than its length implies, a
+  second or more inside one (an utterance the decoder skipped after its neighbour),
+  audio a word was stretched over;
 * ``recover`` reads those again (packed a few to a short window first, then alone
   what that still skipped) and puts the new words in (``replaced``);
 * ``segments`` turns the words of each region into sentence-sized segments.
@@ -42,6 +43,11 @@ MAX_WORD_S = 1.0
 REREAD_ROUNDS = 3
 # Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
 WORD_REACH_S = 0.4
+# A region this long (s) that came back with fewer than one word per ``SPARSE_S_PER_WORD``
+# seconds holds far fewer words than its length implies (a word or two, often one of
+# its neighbour's put there by the alignment): the whole region is read again.
+SPARSE_MIN_S = 2.0
+SPARSE_S_PER_WORD = 2.0
 
 
 def place(words: Sequence[Word], regions: Sequence[Region], rate: int = RATE) -> list[list[Word]]:
@@ -77,15 +83,19 @@ def unheard(
     from every word of it (a word counts for at most ``reach_s`` around its edges and
     twice that around its middle, and a word longer than ``MAX_WORD_S`` for nothing, so
     that words the alignment stretched over a long region do not hide what was
-    dropped). A region with no words at all is one such stretch."""
+    dropped). A region with no words at all is one such stretch, and so is a region of
+    ``SPARSE_MIN_S`` or more with far fewer words than its length implies."""
     out: list[tuple[int, Region]] = []
     least = round(min_s * rate)
     for i, ((a, b), got) in enumerate(zip(regions, words, strict=True)):
+        kept = [w for w in got if w.end - w.start <= MAX_WORD_S]  # others were stretched
+        seconds = (b - a) / rate
+        if kept and seconds >= SPARSE_MIN_S and len(kept) < seconds / SPARSE_S_PER_WORD:
+            out.append((i, (a, b)))
+            continue
         # (covered from, covered to, the word's own start, the word's own end), samples
         covered = []
-        for w in got:
-            if w.end - w.start > MAX_WORD_S:
-                continue  # stretched over audio it was not said in
+        for w in kept:
             mid = (w.start + w.end) / 2
             lo = max(w.start - reach_s, mid - 2 * reach_s)
             hi = min(w.end + reach_s, mid + 2 * reach_s)
@@ -100,7 +110,6 @@ def unheard(
                 out.append((i, (max(a, min(said_to, at)), min(max(start, lo), b))))
             if hi > at:
                 at, said_to = hi, max(said_to, end)
-    return out
     return out
 
 

@@ -21,8 +21,9 @@ Every chunk goes the same way (``_transcribe_windows``):
 5. the result is checked against the audio: every stretch of speech of a second or
    more that no word accounts for (a region that came back empty, an utterance
    skipped inside one: ``completeness.unheard``) is read again, first a few to a
-   12-second window, then what is still unheard each on its own, and the new words
-   put in (``completeness.recover``).
+   12-second window, then what is still unheard each on its own (and a stretch that
+   gives nothing even so, once more with Whisper's whole 30 s of context), and the
+   new words put in (``completeness.recover``).
 
 ``batch_size=1`` decodes the same windows one at a time.
 
@@ -92,6 +93,8 @@ NO_SPEECH_LOGPROB = -1.0
 MAX_COMPRESSION_RATIO = 2.4
 # The first reading again packs the skipped stretches into windows this short (s).
 REREAD_WINDOW_S = 12.0
+# Whisper's own window (s): the context of a last reading alone.
+FULL_CONTEXT_S = 30.0
 # Decoders a CPU engine runs at once when not told (``resolve_parallel``).
 MAX_AUTO_PARALLEL = 4
 
@@ -317,10 +320,19 @@ class FasterWhisperEngine:
                 redone, _ = self._decode(
                     model, again.audio, again.clips, options, again.to_original
                 )
-            else:
-                clips = [(a / RATE, b / RATE) for a, b in spans]
-                redone, _ = self._decode(model, conditioned, clips, options)
-            return [w for s in redone for w in s.words]
+                return [w for s in redone for w in s.words]
+            clips = [(a / RATE, b / RATE) for a, b in spans]
+            redone, _ = self._decode(model, conditioned, clips, options)
+            words = [w for s in redone for w in s.words]
+            # A stretch alone that still gives nothing is read once more in Whisper's
+            # whole 30 s window, as it would be read on its own by anyone.
+            silent = [(a, b) for a, b in clips if not any(a <= _mid(w) <= b for w in words)]
+            if silent and self.min_context_s < FULL_CONTEXT_S:
+                whole, _ = self._decode(
+                    model, conditioned, silent, options, min_context_s=FULL_CONTEXT_S
+                )
+                words += [w for s in whole for w in s.words]
+            return words
 
         words = completeness.recover(regions, placed, read_again)
         return EngineResult(language=language, segments=tuple(completeness.segments(words)))
@@ -332,9 +344,12 @@ class FasterWhisperEngine:
         clips: list[tuple[float, float]],
         options: EngineOptions,
         to_original: Callable[[float], float] | None = None,
+        *,
+        min_context_s: float | None = None,
     ) -> tuple[list[Segment], str]:
         """Decode each clip (s) of ``audio`` as one window, batched: the segments, times
-        mapped by ``to_original``, and the language."""
+        mapped by ``to_original``, and the language. ``min_context_s`` overrides the
+        engine's least encoder context."""
         per_clip, language = decode_clips(
             model,
             audio,
@@ -345,13 +360,17 @@ class FasterWhisperEngine:
                 word_timestamps=options.word_timestamps,
                 prompt=options.prompt or None,
                 batch_size=self.batch_size,
-                min_context_s=self.min_context_s,
+                min_context_s=min_context_s or self.min_context_s,
                 parallel=self.decoders,
             ),
         )
         raw_segments = [raw for segments in per_clip for raw in segments]
         segments = [_segment(raw, to_original) for raw in raw_segments if not _hallucinated(raw)]
         return [s for s in segments if s.text], language
+
+
+def _mid(word: Word) -> float:
+    return (word.start + word.end) / 2
 
 
 def _hallucinated(raw: Any) -> bool:
