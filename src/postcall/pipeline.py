@@ -70,8 +70,9 @@ class ChunkResult:
         )
 
 
-# Chunks a transcription holds at once, done or being transcribed, per chunk in flight.
-HELD_PER_WORKER = 3
+# Chunks a transcription holds at once, done or being transcribed, per chunk it may
+# have in flight.
+HELD_PER_SLOT = 3
 
 
 def transcribe_media(
@@ -104,7 +105,7 @@ def transcribe_media(
     engine that decodes several in parallel, or a remote one that serves requests in
     parallel): when one finishes the next starts, even while an earlier one is still
     running (its result waits, and results are handed on in order). Memory stays
-    bounded: at most ``HELD_PER_WORKER`` times ``concurrency`` chunks are held, done or
+    bounded: at most ``HELD_PER_SLOT`` times ``concurrency`` chunks are held, done or
     not. ``max_s``: decoding stops with ``DurationExceeded`` when the file's audio runs
     past it (``audio.decode``).
     """
@@ -155,9 +156,7 @@ def transcribe_media(
                     future = pool.submit(transcribe_chunk, engine, chunk, options)
                 held.append((chunk.end, future))
                 hand_on_finished()
-                while held and (
-                    len(running()) >= at_once or len(held) >= HELD_PER_WORKER * at_once
-                ):
+                while held and (len(running()) >= at_once or len(held) >= HELD_PER_SLOT * at_once):
                     wait(running() or [held[0][1]], return_when=FIRST_COMPLETED)
                     hand_on_finished()
             while held:

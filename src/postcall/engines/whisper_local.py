@@ -164,7 +164,7 @@ class FasterWhisperEngine:
         self._compute_type = compute_type
         self._cpu_threads = cpu_threads or available_cpus()
         self._num_workers = max(1, num_workers)  # transcriptions that may run at once
-        self._parallel = parallel  # chunks of one transcription decoded at once; 0 = auto
+        self._parallel = parallel  # decoders (CPU replicas); 0 = auto (resolve_parallel)
         self._batch_size = batch_size
         self._idle_unload_s = idle_unload_s
         self._model: Any = None
