@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     whisper_batch_size: int = Field(
         0,
         ge=0,
-        description="Decoding windows run at once (batched inference); 0 = auto (8 on a "
-        "CPU, 16 on a GPU), 1 = one window at a time.",
+        description="Decoding windows run at once (batched inference); 0 = auto (16 on a "
+        "GPU; on a CPU 1 when each decoder has one thread, else 8), 1 = one window at a time.",
     )
     whisper_parallel: int = Field(
         0,
