@@ -78,7 +78,7 @@ def postcall_workers(model_dir: str, wav: Path, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="postcall-bench-") as tmp:
         env = {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "WHISPER_MODEL": model_dir,
             "STT_LANGUAGE": "en",
             "POSTCALL_DATA_DIR": tmp,
