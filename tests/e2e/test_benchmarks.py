@@ -81,3 +81,25 @@ def test_make_bench_runs_every_benchmark_and_names_the_one_that_failed(tmp_path:
     assert out.strip().splitlines()[-1] == "failed: broken"
     unknown = subprocess.run([*command, "--only", "nope"], capture_output=True, text=True)
     assert unknown.returncode == 2 and "no such benchmark: nope" in unknown.stderr
+
+
+def test_a_run_in_a_child_reports_its_own_peak_memory_not_its_parents() -> None:
+    # The benchmarks hold a whole recording while they start each run's process; on
+    # Linux ru_maxrss would carry this parent's peak into the child across exec.
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("peak memory is read from Linux's /proc")
+    child = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pipeline import peak_rss_mb; "
+        "print(peak_rss_mb())"
+    )
+    ballast = bytearray(400 * 2**20)  # 400 MB, written: resident in this process
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(ROOT / "bench")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert len(ballast) == 400 * 2**20
+    assert 0 < float(done.stdout.strip()) < 200  # a bare interpreter with numpy: ~30 MB
