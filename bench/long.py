@@ -120,11 +120,12 @@ def postcall_workers(model_dir: str, wav: Path, workers: int) -> dict[str, Any]:
         for proc, log in zip(procs, logs, strict=True):
             if proc.returncode is not None:  # it ended on its own (and was reaped): a crash
                 raise RuntimeError(f"worker failed: {log.read_text()[-2000:]}")
-            peak = max(peak, peak_rss_mb(proc.pid))  # while it lives (see peak_rss_mb)
+            live = peak_rss_mb(proc.pid)  # read while it lives (see peak_rss_mb)
             proc.send_signal(signal.SIGTERM)
             _, status_code, ru = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status_code)
             cpu += ru.ru_utime + ru.ru_stime
+            peak = max(peak, ru.ru_maxrss / 1024 if live is None else live)
             if proc.returncode != 0:
                 raise RuntimeError(f"worker failed: {log.read_text()[-2000:]}")
         done = parts.service.get_transcription("bench", job.id)

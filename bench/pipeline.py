@@ -116,14 +116,16 @@ def build_recording(minutes: float, seed: int) -> tuple[Path, list[str], float]:
 def usage() -> tuple[float, float]:
     """This process's CPU seconds so far (user + system) and peak RSS in MB."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime, peak_rss_mb()
+    peak = peak_rss_mb()
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024 if peak is None else peak
 
 
-def peak_rss_mb(pid: int | None = None) -> float:
+def peak_rss_mb(pid: int | None = None) -> float | None:
     """The peak resident memory (MB) of a live process (this one by default) since it
-    started its program: Linux's VmHWM. Not ru_maxrss: Linux carries that across exec,
-    so a child started by a benchmark holding a 60-minute recording would report the
-    parent's peak (a child of a 1 GB parent: ru_maxrss 981 MB, VmHWM 14 MB)."""
+    started its program: Linux's VmHWM; None without /proc (not Linux). Not ru_maxrss:
+    Linux carries that across exec, so a child started by a benchmark holding a
+    60-minute recording would report the parent's peak (a child of a 1 GB parent:
+    ru_maxrss 981 MB, VmHWM 14 MB)."""
     try:
         with open(f"/proc/{pid or 'self'}/status") as status:
             for line in status:
@@ -131,9 +133,7 @@ def peak_rss_mb(pid: int | None = None) -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    if pid is not None:
-        raise RuntimeError(f"no peak memory for process {pid}: /proc/{pid}/status unreadable")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not on Linux: KiB
+    return None
 
 
 def transcribe_with_postcall(path: str | Path, engine: Any, chunk_max_s: float) -> tuple[Any, int]:
