@@ -45,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline import status_mb  # noqa: E402  (a sibling script)
 from tests import media  # noqa: E402
 from tests.contract.redis_server import running_redis_server  # noqa: E402
 from tests.e2e.server import Server  # noqa: E402
@@ -198,10 +199,7 @@ def proc_io(pid: int) -> dict[str, int]:
 
 
 def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb(field_name, pid) or 0.0
 
 
 # --- phases ---------------------------------------------------------------------------------

@@ -126,10 +126,16 @@ def peak_rss_mb(pid: int | None = None) -> float | None:
     Linux carries that across exec, so a child started by a benchmark holding a
     60-minute recording would report the parent's peak (a child of a 1 GB parent:
     ru_maxrss 981 MB, VmHWM 14 MB)."""
+    return status_mb("VmHWM", pid)
+
+
+def status_mb(field_name: str, pid: int | None = None) -> float | None:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM, ...) in MB; None where there
+    is no such file or field."""
     try:
         with open(f"/proc/{pid or 'self'}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field_name + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
