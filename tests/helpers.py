@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ _NUMBERS = {"1": "one", "2": "two", "3": "three", "4": "four", "5": "five"}
 
 
 def normalize(text: str) -> str:
+    """Lower-case words without punctuation; accents folded ("Montréal" is "montreal",
+    not "montr al") and a typographic apostrophe read as ``'``."""
+    text = unicodedata.normalize("NFKD", text.replace("\u2019", "'"))
+    text = "".join(c for c in text if not unicodedata.combining(c))
     text = text.lower().replace("-", " ")
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
     words = [_NUMBERS.get(w, w) for w in text.split()]
