@@ -55,6 +55,8 @@ def test_each_benchmark_runs_end_to_end_in_its_tiny_mode(name: str, whisper_mode
         assert got["turns"] >= 3
         for row in got["rows"]:
             assert row["wer_pct"] >= 0 and row["x_real_time"] > 0 and row["long_turns"] >= 1
+            assert len(row["wall_s_each"]) == 1  # --tiny times each run once
+        assert len(got["postcall_speed_over_batched_each"]) == 1
     if name == "load":
         assert isinstance(got, dict)
         assert {r["store"] for r in got["api"]} == {"sqlite", "redis"}
