@@ -118,3 +118,32 @@ def test_a_region_with_far_fewer_words_than_its_length_implies_is_read_whole() -
     # Slow speech at one word in 1.5 s is not sparse.
     slow = [w(0.2, 0.8), w(1.7, 2.3), w(3.2, 3.8), w(4.7, 5.3)]
     assert unheard([(0, 6 * RATE)], [slow]) == []
+
+
+def test_a_skipped_turn_inside_a_sparse_region_is_read_after_the_region_was_read_alone() -> None:
+    # One 13 s region holds two turns: slow speech (five words in its first 6 s) and,
+    # after a short pause, a whispered turn. Read whole, alone, it still gives only the
+    # slow words: the region stays sparse, and reading it whole again would give the
+    # same. What its words do not reach (the whispered turn) is read next.
+    region = (0, 13 * RATE)
+    slow = [w(1.0 + 1.0 * k, 1.8 + 1.0 * k, f"slow{k}") for k in range(5)]
+    calls: list[tuple[list[tuple[int, int]], bool]] = []
+
+    def read_again(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
+        calls.append((spans, packed))
+        if spans == [region]:
+            return list(slow)
+        a = spans[0][0] / RATE
+        return [w(a + 0.5 + 0.4 * k, a + 0.8 + 0.4 * k, f"whisper{k}") for k in range(8)]
+
+    out = recover([region], [[]], read_again)
+    assert calls[:2] == [([region], True), ([region], False)]
+    assert len(calls) == 3
+    (stretch,) = calls[2][0]
+    assert 5.8 * RATE <= stretch[0] <= 6.5 * RATE and stretch[1] == region[1]
+    assert [x.text for x in out[0]] == [f"slow{k}" for k in range(5)] + [
+        f"whisper{k}" for k in range(8)
+    ]
+    # Without a reading alone the whole sparse region is still what is read again.
+    assert unheard([region], [slow]) == [(0, region)]
+    assert unheard([region], [slow], read_alone={region}) == [(0, (stretch[0], region[1]))]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from postcall.domain import Segment, Word
@@ -77,6 +77,7 @@ def unheard(
     min_s: float = MIN_UNHEARD_S,
     reach_s: float = WORD_REACH_S,
     rate: int = RATE,
+    read_alone: Collection[Region] = (),
 ) -> list[tuple[int, Region]]:
     """The stretches of speech no word accounts for: (region index, sample range) for
     every stretch of at least ``min_s`` inside a region that lies more than ``reach_s``
@@ -84,13 +85,16 @@ def unheard(
     twice that around its middle, and a word longer than ``MAX_WORD_S`` for nothing, so
     that words the alignment stretched over a long region do not hide what was
     dropped). A region with no words at all is one such stretch, and so is a region of
-    ``SPARSE_MIN_S`` or more with far fewer words than its length implies."""
+    ``SPARSE_MIN_S`` or more with far fewer words than its length implies, unless it was
+    already ``read_alone`` whole: then the stretches inside it that its words do not
+    reach are what is left (a second turn in the same region that its reading skipped)."""
     out: list[tuple[int, Region]] = []
     least = round(min_s * rate)
     for i, ((a, b), got) in enumerate(zip(regions, words, strict=True)):
         kept = [w for w in got if w.end - w.start <= MAX_WORD_S]  # others were stretched
         seconds = (b - a) / rate
-        if kept and seconds >= SPARSE_MIN_S and len(kept) < seconds / SPARSE_S_PER_WORD:
+        sparse = kept and seconds >= SPARSE_MIN_S and len(kept) < seconds / SPARSE_S_PER_WORD
+        if sparse and (a, b) not in read_alone:
             out.append((i, (a, b)))
             continue
         # (covered from, covered to, the word's own start, the word's own end), samples
@@ -141,7 +145,7 @@ def recover(
     spans = list(regions)
     read_alone: set[Region] = set()
     for n in range(rounds):
-        missing = unheard(spans, [out[owner(s)] for s in spans], rate=rate)
+        missing = unheard(spans, [out[owner(s)] for s in spans], rate=rate, read_alone=read_alone)
         # A stretch already read alone would read the same again.
         spans = [span for _, span in missing if span not in read_alone]
         if not spans:
