@@ -93,7 +93,7 @@ def unheard(
     for i, ((a, b), got) in enumerate(zip(regions, words, strict=True)):
         kept = [w for w in got if w.end - w.start <= MAX_WORD_S]  # others were stretched
         seconds = (b - a) / rate
-        sparse = kept and seconds >= SPARSE_MIN_S and len(kept) < seconds / SPARSE_S_PER_WORD
+        sparse = bool(kept) and seconds >= SPARSE_MIN_S and len(kept) < seconds / SPARSE_S_PER_WORD
         if sparse and (a, b) not in read_alone:
             out.append((i, (a, b)))
             continue
