@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from postcall.domain import Word
-from postcall.engines.completeness import merged, place, recover, replaced, segments, unheard
+from postcall.engines.completeness import (
+    merged,
+    place,
+    recover,
+    replaced,
+    segments,
+    unheard,
+    unrepeated,
+)
 
 RATE = 16000
 
@@ -147,3 +155,29 @@ def test_a_skipped_turn_inside_a_sparse_region_is_read_after_the_region_was_read
     # Without a reading alone the whole sparse region is still what is read again.
     assert unheard([region], [slow]) == [(0, region)]
     assert unheard([region], [slow], read_alone={region}) == [(0, (stretch[0], region[1]))]
+
+
+def said(text: str, start: float, per_word: float) -> list[Word]:
+    return [
+        w(start + i * per_word, start + (i + 1) * per_word, t) for i, t in enumerate(text.split())
+    ]
+
+
+def test_a_sentence_the_decoder_looped_on_is_kept_once() -> None:
+    sentence = "The audit found three problems with how we store passwords."
+    # The loop's copy is squeezed by the alignment into the end of the audio.
+    looped = [*said(sentence, 1.0, 0.3), *said(sentence, 4.0, 0.0), w(4.2, 4.5, "Next")]
+    kept = unrepeated(looped)
+    assert " ".join(x.text for x in kept) == sentence + " Next"
+    # Three times over: both copies go.
+    thrice = [*said(sentence, 1.0, 0.3), *said(sentence, 4.0, 0.01), *said(sentence, 4.1, 0.01)]
+    assert len(unrepeated(thrice)) == 10
+
+
+def test_words_said_twice_in_their_own_time_and_short_repeats_are_kept() -> None:
+    twice = [*said("we need to ship it", 0.0, 0.3), *said("we need to ship it", 1.6, 0.3)]
+    assert unrepeated(twice) == twice  # a speaker repeating himself takes as long
+    stammer = said("I think I think we should go", 0.0, 0.3)
+    stammer[2:4] = said("I think", 0.6, 0.0)
+    assert unrepeated(stammer) == stammer  # two words are not a loop
+    assert unrepeated([]) == []

@@ -4,6 +4,8 @@ A decoder that reads several utterances in one window may skip one of them, or p
 word seconds away from where it was said. Given the speech regions that were decoded
 (sample ranges of the audio) and the words that came back (seconds):
 
+* ``unrepeated`` drops a run of words the decoder said twice over one stretch of audio
+  (a sentence repeated word for word, the copy squeezed into a fraction of its time);
 * ``place`` gives every word to one region, the one its middle falls in, else the
   nearest one, and keeps its times inside that region: a word is never placed in a
   pause;
@@ -48,6 +50,34 @@ WORD_REACH_S = 0.4
 # its neighbour's put there by the alignment): the whole region is read again.
 SPARSE_MIN_S = 2.0
 SPARSE_S_PER_WORD = 2.0
+# A decoder that loops repeats a run of words; a copy of at least this many words that
+# the alignment fits into at most ``REPEAT_SHARE`` of the time of the run before it
+# was not said again (a speaker who repeats himself takes about as long).
+MIN_REPEAT_WORDS = 3
+REPEAT_SHARE = 0.5
+
+
+def unrepeated(words: Sequence[Word]) -> list[Word]:
+    """``words`` (in order) without the runs of ``MIN_REPEAT_WORDS`` or more that repeat
+    the run just before them word for word in less than ``REPEAT_SHARE`` of its time."""
+    out = list(words)
+    keys = [_key(w) for w in out]
+    i = 0
+    while i < len(out):
+        for n in range(MIN_REPEAT_WORDS, (len(out) - i) // 2 + 1):
+            if keys[i + n] != keys[i] or keys[i : i + n] != keys[i + n : i + 2 * n]:
+                continue
+            first, again = out[i : i + n], out[i + n : i + 2 * n]
+            if again[-1].end - again[0].start <= REPEAT_SHARE * (first[-1].end - first[0].start):
+                del out[i + n : i + 2 * n], keys[i + n : i + 2 * n]
+                break
+        else:
+            i += 1
+    return out
+
+
+def _key(word: Word) -> str:
+    return "".join(c for c in word.text.lower() if c.isalnum() or c == "'")
 
 
 def place(words: Sequence[Word], regions: Sequence[Region], rate: int = RATE) -> list[list[Word]]:

@@ -324,7 +324,8 @@ class FasterWhisperEngine:
         if not options.word_timestamps:
             return EngineResult(language=language, segments=tuple(decoded))
         regions = [r for window in windows for r in window]
-        placed = completeness.place([w for s in decoded for w in s.words], regions)
+        first = completeness.unrepeated([w for s in decoded for w in s.words])
+        placed = completeness.place(first, regions)
 
         def read_again(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
             if packed:  # a few to a short window: fewer windows, little left to skip
@@ -333,7 +334,7 @@ class FasterWhisperEngine:
                 redone, _ = self._decode(
                     model, again.audio, again.clips, options, again.to_original
                 )
-                return [w for s in redone for w in s.words]
+                return completeness.unrepeated([w for s in redone for w in s.words])
             clips = [(a / RATE, b / RATE) for a, b in spans]
             redone, _ = self._decode(model, conditioned, clips, options)
             words = [w for s in redone for w in s.words]
@@ -345,7 +346,7 @@ class FasterWhisperEngine:
                     model, conditioned, silent, options, min_context_s=FULL_CONTEXT_S
                 )
                 words += [w for s in whole for w in s.words]
-            return words
+            return completeness.unrepeated(sorted(words, key=lambda w: (w.start, w.end)))
 
         words = completeness.recover(regions, placed, read_again)
         return EngineResult(language=language, segments=tuple(completeness.segments(words)))
