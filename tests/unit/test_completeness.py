@@ -122,9 +122,14 @@ def test_a_region_with_far_fewer_words_than_its_length_implies_is_read_whole() -
     # The same region with a sentence in it, or a short one with a word, is heard.
     sentence = [w(0.1 + 0.3 * k, 0.35 + 0.3 * k) for k in range(10)]
     assert unheard([region], [sentence]) == []
-    assert unheard([(0, round(1.8 * RATE))], [[w(0.4, 1.0)]]) == []
+    assert unheard([(0, round(1.8 * RATE))], [[w(0.4, 1.0, "budget")]]) == []
     # Slow speech at one word in 1.5 s is not sparse.
-    slow = [w(0.2, 0.8), w(1.7, 2.3), w(3.2, 3.8), w(4.7, 5.3)]
+    slow = [
+        w(0.2, 0.8, "tomorrow"),
+        w(1.7, 2.3, "morning"),
+        w(3.2, 3.8, "maybe"),
+        w(4.7, 5.3, "later"),
+    ]
     assert unheard([(0, 6 * RATE)], [slow]) == []
 
 
@@ -181,3 +186,17 @@ def test_words_said_twice_in_their_own_time_and_short_repeats_are_kept() -> None
     stammer[2:4] = said("I think", 0.6, 0.0)
     assert unrepeated(stammer) == stammer  # two words are not a loop
     assert unrepeated([]) == []
+
+
+def test_short_words_stretched_over_a_skipped_turn_do_not_hide_it() -> None:
+    # 0-3.4 s: a whispered turn the decoder skipped; the next speaker's "On the" was
+    # put over it by the alignment, each word well under MAX_WORD_S but far longer
+    # than two or three letters take to say.
+    region = (0, 5 * RATE)
+    words = [w(0.4, 1.0, "On"), w(1.0, 2.5, "On"), w(2.5, 3.3, "the"), w(3.4, 3.7, "whole")]
+    words += [w(3.7 + 0.3 * i, 4.0 + 0.3 * i, "type") for i in range(4)]
+    missing = unheard([region], [words])
+    assert missing and missing[0][1][0] == 0 and missing[0][1][1] >= round(3.3 * RATE)
+    # Words said at their own pace account for their audio, slow ones included.
+    said = [w(0.0, 0.3, "On"), w(0.4, 0.6, "the"), w(0.7, 1.6, "considered"), w(1.7, 2.2, "I")]
+    assert unheard([(0, round(2.3 * RATE))], [said]) == []

@@ -41,6 +41,9 @@ MIN_UNHEARD_S = 1.0
 # A word longer than this (s) was stretched by the alignment over audio the decoder
 # skipped: it accounts for none of it.
 MAX_WORD_S = 1.0
+# ... and so was a short word that lasts longer than this and this much a letter (s).
+WORD_BASE_S = 0.3
+S_PER_LETTER = 0.1
 # Readings of unheard speech: packed first, then alone for what a reading skipped.
 REREAD_ROUNDS = 3
 # Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
@@ -112,16 +115,17 @@ def unheard(
     """The stretches of speech no word accounts for: (region index, sample range) for
     every stretch of at least ``min_s`` inside a region that lies more than ``reach_s``
     from every word of it (a word counts for at most ``reach_s`` around its edges and
-    twice that around its middle, and a word longer than ``MAX_WORD_S`` for nothing, so
-    that words the alignment stretched over a long region do not hide what was
-    dropped). A region with no words at all is one such stretch, and so is a region of
-    ``SPARSE_MIN_S`` or more with far fewer words than its length implies, unless it was
-    already ``read_alone`` whole: then the stretches inside it that its words do not
-    reach are what is left (a second turn in the same region that its reading skipped)."""
+    twice that around its middle, and a ``stretched`` word for nothing, so that words
+    the alignment stretched over a long region, or a neighbour's short words put over a
+    skipped turn, do not hide what was dropped). A region with no words at all is one
+    such stretch, and so is a region of ``SPARSE_MIN_S`` or more with far fewer words
+    than its length implies, unless it was already ``read_alone`` whole: then the
+    stretches inside it that its words do not reach are what is left (a second turn in
+    the same region that its reading skipped)."""
     out: list[tuple[int, Region]] = []
     least = round(min_s * rate)
     for i, ((a, b), got) in enumerate(zip(regions, words, strict=True)):
-        kept = [w for w in got if w.end - w.start <= MAX_WORD_S]  # others were stretched
+        kept = [w for w in got if not stretched(w)]
         seconds = (b - a) / rate
         sparse = bool(kept) and seconds >= SPARSE_MIN_S and len(kept) < seconds / SPARSE_S_PER_WORD
         if sparse and (a, b) not in read_alone:
@@ -145,6 +149,13 @@ def unheard(
             if hi > at:
                 at, said_to = hi, max(said_to, end)
     return out
+
+
+def stretched(word: Word) -> bool:
+    """Whether the alignment stretched ``word`` over audio the decoder skipped: it lasts
+    longer than ``MAX_WORD_S``, or than ``WORD_BASE_S`` and ``S_PER_LETTER`` a letter."""
+    letters = sum(c.isalnum() for c in word.text)
+    return word.end - word.start > min(MAX_WORD_S, WORD_BASE_S + S_PER_LETTER * letters)
 
 
 def merged(first: Sequence[Word], found: Sequence[Word]) -> list[Word]:
