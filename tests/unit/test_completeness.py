@@ -198,5 +198,5 @@ def test_short_words_stretched_over_a_skipped_turn_do_not_hide_it() -> None:
     missing = unheard([region], [words])
     assert missing and missing[0][1][0] == 0 and missing[0][1][1] >= round(3.3 * RATE)
     # Words said at their own pace account for their audio, slow ones included.
-    said = [w(0.0, 0.3, "On"), w(0.4, 0.6, "the"), w(0.7, 1.6, "considered"), w(1.7, 2.2, "I")]
-    assert unheard([(0, round(2.3 * RATE))], [said]) == []
+    paced = [w(0.0, 0.3, "On"), w(0.4, 0.6, "the"), w(0.7, 1.6, "considered"), w(1.7, 2.2, "I")]
+    assert unheard([(0, round(2.3 * RATE))], [paced]) == []

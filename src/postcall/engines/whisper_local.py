@@ -14,8 +14,9 @@ Every chunk goes the same way (``_transcribe_windows``):
 2. its speech regions are found on that (``speech.find_speech``);
 3. the regions are packed into 15-second windows (``WINDOW_S``) cut only at
    pauses, inner pauses shortened (``windows.plan_windows``, ``windows.splice``), and
-   the windows decoded ``batch_size`` at a time (``decoding.decode_clips``: faster-whisper's batched
-   decoding, a short window encoded with its length and 5 s, at least 15 s, rather than 30);
+   the windows decoded ``batch_size`` at a time (``decoding.decode_clips``:
+   faster-whisper's batched decoding, a short window encoded with its length and 5 s,
+   at least 15 s, rather than 30);
 4. each word is mapped back through the splice and kept inside the region it was
    said in (``completeness.place``);
 5. the result is checked against the audio: every stretch of speech of a second or
@@ -98,7 +99,8 @@ MAX_COMPRESSION_RATIO = 2.4
 # left to read again against 327 s) and take about a fifth less time (62.7 s against
 # 80.4 s for the seven short ones, 46 s against 59 s for each 60-minute one), at the same
 # accuracy (mean WER 17.13 % against 17.06 %, 42 turns left empty against 41). On
-# clean long-form read speech (bench/long.py) WER was 5.89 % against 5.74 %.
+# clean long-form read speech (bench/long.py's file, read in-process) WER was 5.89 %
+# against 5.74 %.
 WINDOW_S = 15.0
 # The first reading again packs the skipped stretches into windows this short (s).
 REREAD_WINDOW_S = 12.0
