@@ -1,14 +1,20 @@
-"""Measuring a recording in a child process with memory and CPU limits.
+"""Reading untrusted media in a child process with memory and CPU limits.
 
-Before a worker transcribes a recording it decodes all of it once to count its true
-length (``audio.measure``). That first full pass over untrusted bytes runs here, in a
-child process (``python -m postcall.decode_child``) limited in address space and CPU
-time: a decoder that crashes, loops or allocates without bound kills the child, and
-the job fails with ``unsupported_media``; the worker goes on. Only media that decoded
-in full within the limits is then decoded again in the worker's own process.
+Two readings of a recording's bytes run here, in a child process (``python -m
+postcall.decode_child``) limited in address space and CPU time, so that a decoder that
+crashes, loops or allocates without bound kills the child, not the caller:
 
-The child answers one JSON line on stdout: ``{"seconds": …}`` or ``{"error": {"type",
-"message"}}`` for the media errors of ``postcall.errors``.
+* ``probe``: what the API does with every upload and registered object before it
+  accepts it (``audio.probe``: the container, its audio streams, the first second
+  decoded). A file that kills the child is refused with ``unsupported_media``; the
+  API goes on serving everyone else.
+* ``measure``: before a worker transcribes a recording it decodes all of it once to
+  count its true length (``audio.measure``). A file that kills the child fails the job
+  with ``unsupported_media``; the worker goes on. Only media that decoded in full
+  within the limits is then decoded again in the worker's own process.
+
+The child answers one JSON line on stdout: ``{"seconds": …}``, ``{"media": …}`` or
+``{"error": {"type", "message"}}`` for the media errors of ``postcall.errors``.
 """
 
 from __future__ import annotations
@@ -20,15 +26,20 @@ import resource
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from postcall import errors
+from postcall.domain import AudioStreamInfo, MediaInfo
 
 MEMORY_BYTES = 1 << 30
 """Address space of the child: measuring keeps no audio; Python, NumPy and FFmpeg's
 libraries take about 250 MB of it."""
 
 _CPU_BASE_S = 10.0  # the child's start, and short files
+# A probe decodes one second, but demuxes a whole file whose container states no
+# duration (meeting-bot WebM): 100 MB of packets take well under a second.
+PROBE_CPU_S = 60
 _CPU_PER_AUDIO_S = 1 / 20  # decoders run at 100-1000x real time; 20x leaves room
 
 _MEDIA_ERRORS: dict[str, type[errors.MediaError]] = {
@@ -59,15 +70,39 @@ def measure(
     Raises what ``audio.measure`` raises, and ``UnsupportedMedia`` when the child dies
     (a decoder crash, or the memory or CPU limit reached). A missing file is OSError.
     """
-    os.stat(path)  # a missing file is the caller's bug, as in audio.measure
-    cpu_s = cpu_limit_s(max_s)
-    command = [sys.executable, "-m", "postcall.decode_child", os.fspath(path)]
-    command += ["--max-s", repr(max_s), "--memory-bytes", str(memory_bytes)]
-    command += ["--cpu-s", str(cpu_s)]
+    arguments = ["--max-s", repr(max_s)]
     if stream_index is not None:
-        command += ["--stream", str(stream_index)]
+        arguments += ["--stream", str(stream_index)]
+    answer = _run(path, arguments, cpu_s=cpu_limit_s(max_s), memory_bytes=memory_bytes)
+    return float(answer["seconds"])
+
+
+def probe(
+    path: str | os.PathLike[str],
+    *,
+    memory_bytes: int = MEMORY_BYTES,
+    cpu_s: int = PROBE_CPU_S,
+) -> MediaInfo:
+    """``audio.probe`` in a limited child: what the media holds.
+
+    Raises what ``audio.probe`` raises, and ``UnsupportedMedia`` when the child dies.
+    A missing file is OSError.
+    """
+    answer = _run(path, ["--probe"], cpu_s=cpu_s, memory_bytes=memory_bytes)
+    media = answer["media"]
+    streams = tuple(AudioStreamInfo(**stream) for stream in media["streams"])
+    return MediaInfo(format=media["format"], duration=media["duration"], streams=streams)
+
+
+def _run(
+    path: str | os.PathLike[str], arguments: list[str], *, cpu_s: int, memory_bytes: int
+) -> dict[str, Any]:
+    """Run the child on ``path``; its answer, or the media error it reports or dies of."""
+    os.stat(path)  # a missing file is the caller's bug, as in audio
+    command = [sys.executable, "-m", "postcall.decode_child", os.fspath(path), *arguments]
+    command += ["--memory-bytes", str(memory_bytes), "--cpu-s", str(cpu_s)]
     # The child sets its own limits before it loads FFmpeg or reads the file (no
-    # preexec_fn: the worker has threads, and fork-then-run-Python is unsafe there).
+    # preexec_fn: the caller has threads, and fork-then-run-Python is unsafe there).
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(
@@ -86,7 +121,7 @@ def measure(
     if isinstance(error, dict):
         cls = _MEDIA_ERRORS.get(str(error.get("type")), errors.UnsupportedMedia)
         raise cls(str(error.get("message", "the file cannot be decoded")))
-    return float(answer["seconds"])
+    return answer
 
 
 def _answer(stdout: bytes) -> dict[str, Any] | None:
@@ -96,7 +131,7 @@ def _answer(stdout: bytes) -> dict[str, Any] | None:
         answer = json.loads(lines[-1]) if lines else None
     except ValueError:
         return None
-    if not isinstance(answer, dict) or not ("error" in answer or "seconds" in answer):
+    if not isinstance(answer, dict) or not answer.keys() & {"error", "seconds", "media"}:
         return None
     return answer
 
@@ -118,15 +153,17 @@ def _died(returncode: int, stderr: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The child: measure one file, print one JSON line."""
+    """The child: probe or measure one file, print one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m postcall.decode_child")
     parser.add_argument("path")
-    parser.add_argument("--max-s", type=float, required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--max-s", type=float, help="measure, up to this many seconds")
+    what.add_argument("--probe", action="store_true", help="probe the media")
     parser.add_argument("--stream", type=int, default=None)
     parser.add_argument("--memory-bytes", type=int, default=MEMORY_BYTES)
     parser.add_argument("--cpu-s", type=int, default=None)
     args = parser.parse_args(argv)
-    cpu_s = args.cpu_s or cpu_limit_s(args.max_s)
+    cpu_s = args.cpu_s or (PROBE_CPU_S if args.probe else cpu_limit_s(args.max_s))
     resource.setrlimit(resource.RLIMIT_AS, (args.memory_bytes, args.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     try:
@@ -137,11 +174,13 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict[str, Any]
     try:
-        seconds = audio.measure(args.path, stream_index=args.stream, max_s=args.max_s)
+        if args.probe:
+            out = {"media": asdict(audio.probe(args.path))}
+        else:
+            seconds = audio.measure(args.path, stream_index=args.stream, max_s=args.max_s)
+            out = {"seconds": seconds}
     except errors.MediaError as exc:
         out = {"error": {"type": type(exc).__name__, "message": exc.message}}
-    else:
-        out = {"seconds": seconds}
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
-from postcall import audio, formats
+from postcall import decode_child, formats
 from postcall.blobs.base import BlobStore, is_generated, new_key
 from postcall.domain import (
     MediaInfo,
@@ -382,7 +382,7 @@ class Service:
         if size == 0:
             raise EmptyFile("the uploaded file is empty (0 bytes)", field="file")
         with self.blobs.local_file(key) as path:
-            return size, audio.probe(path)
+            return size, decode_child.probe(path)
 
     def register_recording(
         self,
@@ -404,7 +404,7 @@ class Service:
             size = path.stat().st_size
             if size == 0:
                 raise EmptyFile("the object is empty (0 bytes)", field="object_key")
-            media = audio.probe(path)
+            media = decode_child.probe(path)
         self._admit(media, metadata)
         recording = Recording(
             id=rec_id,

@@ -62,6 +62,26 @@ def test_upload_probe_and_get(api: Any, wav: bytes) -> None:
     assert upload(client, wav, id="call-42").json()["error"]["code"] == "conflict"
 
 
+def test_an_upload_whose_probe_dies_is_refused_and_the_api_serves_on(
+    api: Any, wav: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from postcall import decode_child
+
+    client, _ = api
+    real = decode_child.probe
+    # The probe's child with too little memory to load FFmpeg dies, as on a file that
+    # crashes the decoder: the upload is refused, the API process lives on.
+    monkeypatch.setattr(decode_child, "probe", functools.partial(real, memory_bytes=64 << 20))
+    r = upload(client, wav, id="call-1")
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media", r.text
+    assert "decoding the file failed" in r.json()["error"]["message"]
+    assert client.get("/v1/recordings/call-1").status_code == 404  # nothing kept
+    monkeypatch.setattr(decode_child, "probe", real)
+    assert upload(client, wav, id="call-1").status_code == 201
+
+
 def test_full_flow_with_worker(api: Any, wav: bytes) -> None:
     client, comps = api
     rec = upload(client, wav, metadata='{"participants": [{"id": "7", "name": "Ada"}]}').json()

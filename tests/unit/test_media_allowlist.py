@@ -349,6 +349,22 @@ def test_the_limited_child_measures_as_the_process_does(tmp_path: Path, secret: 
         decode_child.measure(hostile.wav_header_only(tmp_path / "h.wav"), max_s=60)
 
 
+def test_the_upload_probe_runs_in_a_limited_child_as_it_would_in_process(
+    tmp_path: Path, secret: Path
+) -> None:
+    from postcall import decode_child
+
+    assert decode_child.probe(secret) == audio.probe(secret)
+    playlist = hostile.hls_playlist(tmp_path / "call.m3u8", f"file://{secret}")
+    with pytest.raises(errors.UnsupportedMedia, match="playlists"):
+        decode_child.probe(playlist)
+    with pytest.raises(errors.EmptyAudio):
+        decode_child.probe(hostile.wav_header_only(tmp_path / "h.wav"))
+    # A probe that kills its child (here it cannot even load FFmpeg) costs the file.
+    with pytest.raises(errors.UnsupportedMedia, match="decoding the file failed"):
+        decode_child.probe(secret, memory_bytes=64 << 20)
+
+
 def test_a_child_that_dies_costs_the_file_not_the_caller(tmp_path: Path, secret: Path) -> None:
     from postcall import decode_child
 
