@@ -186,4 +186,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The answer is written and nothing is left to clean up: skipping the interpreter's
+    # teardown (NumPy's and FFmpeg's modules) saves about 30 ms of the child's 0.16 s.
+    os._exit(status)
