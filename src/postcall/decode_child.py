@@ -37,10 +37,11 @@ MEMORY_BYTES = 1 << 30
 libraries take about 250 MB of it."""
 
 _CPU_BASE_S = 10.0  # the child's start, and short files
-# A probe decodes one second, but demuxes a whole file whose container states no
-# duration (meeting-bot WebM): 100 MB of packets take well under a second.
-PROBE_CPU_S = 60
 _CPU_PER_AUDIO_S = 1 / 20  # decoders run at 100-1000x real time; 20x leaves room
+# A probe decodes one second, and demuxes (without decoding) the whole of a file whose
+# container states no duration (meeting-bot WebM): a bound for a demuxer that loops,
+# not a budget a real upload comes near.
+PROBE_CPU_S = 60
 
 _MEDIA_ERRORS: dict[str, type[errors.MediaError]] = {
     cls.__name__: cls
