@@ -30,7 +30,7 @@ from dataclasses import asdict
 from typing import Any
 
 from postcall import errors
-from postcall.domain import AudioStreamInfo, MediaInfo
+from postcall.domain import MediaInfo
 
 MEMORY_BYTES = 1 << 30
 """Address space of the child: measuring keeps no audio; Python, NumPy and FFmpeg's
@@ -90,9 +90,7 @@ def probe(
     A missing file is OSError.
     """
     answer = _run(path, ["--probe"], cpu_s=cpu_s, memory_bytes=memory_bytes)
-    media = answer["media"]
-    streams = tuple(AudioStreamInfo(**stream) for stream in media["streams"])
-    return MediaInfo(format=media["format"], duration=media["duration"], streams=streams)
+    return MediaInfo.from_dict(answer["media"])
 
 
 def _run(

@@ -56,6 +56,16 @@ class MediaInfo:
     def channels(self) -> int:
         return self.streams[0].channels if self.streams else 0
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MediaInfo:
+        """The inverse of ``dataclasses.asdict`` (as a store or the decode child wrote
+        it); other keys are ignored."""
+        return cls(
+            format=data["format"],
+            duration=float(data["duration"]),
+            streams=tuple(AudioStreamInfo(**s) for s in data["streams"]),
+        )
+
 
 @dataclass(frozen=True)
 class Participant:

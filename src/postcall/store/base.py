@@ -18,7 +18,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from postcall.domain import (
     ApiKey,
-    AudioStreamInfo,
     MediaInfo,
     Recording,
     SpeakerMode,
@@ -193,12 +192,7 @@ def media_to_json(recording: Recording) -> str:
 
 def media_from_json(raw: str) -> tuple[MediaInfo, tuple[Track, ...]]:
     data = json.loads(raw)
-    media = MediaInfo(
-        format=data["format"],
-        duration=float(data["duration"]),
-        streams=tuple(AudioStreamInfo(**s) for s in data["streams"]),
-    )
-    return media, tuple(Track(**t) for t in data.get("tracks", ()))
+    return MediaInfo.from_dict(data), tuple(Track(**t) for t in data.get("tracks", ()))
 
 
 def options_to_json(options: TranscriptionOptions) -> str:
