@@ -39,7 +39,8 @@ serve: $(SERVE_STAMP)
 	WHISPER_MODEL="$$model" POSTCALL_AUTH="$${POSTCALL_AUTH:-disabled}" exec $(VENV)/bin/postcall serve
 
 # System programs the tests use: redis-server, node, espeak-ng and sox (speech made and
-# degraded for the completeness tests and bench/meeting.py), and chromium (the console's
+# degraded for the completeness tests and bench/meeting.py), ffmpeg (media files of other
+# formats for the upload allow-list tests), and chromium (the console's
 # browser tests, driven by Playwright; no browser is downloaded); installed with apt-get when
 # missing and we are root; otherwise the tests that need them say what is missing.
 system-deps:
@@ -48,6 +49,7 @@ system-deps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
