@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Decoding windows run at once (batched inference); 0 = auto (16 on a "
-        "GPU; on a CPU 1 when each decoder has one thread, else 8), 1 = one window at a time.",
+        "GPU, 8 on a CPU, where they are encoded one by one), 1 = one window at a time.",
     )
     whisper_parallel: int = Field(
         0,

@@ -180,3 +180,41 @@ def test_batches_spread_over_decoders_read_as_one_batch(
     # Same words (a word may differ where batch padding moves int8 arithmetic).
     for a, b in zip(one_batch, spread, strict=True):
         assert wer(" ".join(a), " ".join(b)) < 0.05
+
+
+def test_a_cpu_batch_is_encoded_window_by_window_as_it_would_be_whole(
+    testdata: Path, whisper_model_dir: str
+) -> None:
+    """A CPU decoder encodes a batch's windows one at a time (``_RowEncoding``): the
+    encoder's output is the batch's, and the batch reads as its windows one by one."""
+    from postcall.engines.decoding import (
+        DecodeOptions,
+        _fit,
+        _RowEncoding,
+        context_frames,
+        decode_clips,
+    )
+
+    model = FasterWhisperEngine(whisper_model_dir, device="cpu", cpu_threads=1).load()
+    # Three utterances short enough to share one context, so they make one batch.
+    pieces = [samples for _, samples in read_speech(testdata) if samples.size < 9 * RATE][:3]
+    frames = context_frames(max(p.size for p in pieces) / RATE)
+    assert {context_frames(p.size / RATE) for p in pieces} == {frames}
+    features = np.stack([_fit(model.feature_extractor(p)[..., :-1], frames) for p in pieces])
+    whole = np.asarray(model.encode(features))
+    by_row = np.asarray(_RowEncoding(model).encode(features))
+    assert by_row.shape == whole.shape == (3, frames // 2, whole.shape[-1])
+    assert np.allclose(by_row, whole, atol=0.05 * float(np.abs(whole).mean()))
+    assert not np.allclose(by_row[0], by_row[1])  # each row its own window
+
+    audio_ = np.concatenate(pieces)
+    edges = np.cumsum([0, *[p.size for p in pieces]]) / RATE
+    clips = list(pairwise(edges.tolist()))
+
+    def words(batch_size: int) -> list[str]:
+        options = DecodeOptions("en", 5, True, None, batch_size=batch_size)
+        per_clip, _ = decode_clips(model, audio_, clips, options)
+        return [w.word.strip() for segments in per_clip for s in segments for w in s.words]
+
+    batched, one_by_one = words(8), words(1)
+    assert batched and wer(" ".join(one_by_one), " ".join(batched)) < 0.05

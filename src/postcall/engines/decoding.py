@@ -18,12 +18,9 @@ alignment), and the segments come back in the clips' order.
 
 With ``parallel`` > 1 (a CPU model with that many single-threaded replicas) the batches
 are made small enough to give every replica one and decoded at once, each in its own
-thread, the longest first. A single-threaded replica decodes best one window at a
-time (its batch size is 1, ``whisper_local.resolve_batch_size``): batching saves it
-nothing per decoding step and costs it in the encoder (eight 30 s windows took
-5.7-6.4 s one by one, 8.6 s as one batch); two replicas then take half the time of
-one, and less than one replica with both threads, whose single steps are too small to
-share.
+thread, the longest first; two replicas take half the time of one, and less than one
+replica with both threads, whose single steps are too small to share. On a CPU a
+batch's windows are encoded one at a time and decoded together (``_RowEncoding``).
 """
 
 from __future__ import annotations
@@ -100,7 +97,8 @@ def decode_clips(
             }
             for i in group
         ]
-        pipeline = BatchedInferencePipeline(model)  # one per batch: it keeps state
+        # One pipeline per batch: it keeps state.
+        pipeline = BatchedInferencePipeline(_RowEncoding(model) if len(group) > 1 else model)
         results = pipeline.forward(batch, tokenizer, meta, settings)
         return [[_segment(raw, options.word_timestamps) for raw in result] for result in results]
 
@@ -114,6 +112,30 @@ def decode_clips(
         for i, clip_segments in zip(group, segments, strict=True):
             out[i] = clip_segments
     return out, language
+
+
+class _RowEncoding:
+    """A CPU ``WhisperModel`` that encodes a batch's windows one at a time and decodes
+    them together. On a CPU a batch's encoder pass costs more than its windows' passes
+    one by one (its activations outgrow the caches), while a batched decoding step costs
+    little more than one window's (each step reads the whole output projection, 51,864
+    tokens wide, whatever the number of rows). A GPU encodes a batch at once."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode(self, features: npt.NDArray[np.float32]) -> Any:
+        if features.ndim == 2 or features.shape[0] == 1 or self._model.model.device != "cpu":
+            return self._model.encode(features)
+        import ctranslate2
+
+        rows = [
+            np.asarray(self._model.encode(features[i : i + 1])) for i in range(features.shape[0])
+        ]
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(rows)))
 
 
 def _batches(

@@ -34,9 +34,9 @@ spread over them (``decoding.decode_clips``), and a job keeps that many chunks i
 flight (``parallelism``), so one chunk's speech detection overlaps another's
 decoding. tiny.en's matrices are too small for two threads to share one decoding step
 well: this way the development meetings take about half the time, with the same
-words, of two threads on one decoder. A decoder of one thread decodes one window at a
-time (``resolve_batch_size``): on development meeting 1 that took 13.4 s against
-15.5-15.8 s in batches of 8, with the same words.
+words, of two threads on one decoder. Each decoder takes up to 8 windows of the same
+context at a time (``resolve_batch_size``), encoding them one by one and decoding them
+together (``decoding``).
 """
 
 from __future__ import annotations
@@ -130,16 +130,14 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
 
 
 def resolve_batch_size(batch_size: int, device: str, threads: int = 1) -> int:
-    """``0`` (auto): 16 windows at once on a GPU; on a CPU one window at a time when a
-    decoder has one thread (its steps are cheapest unbatched: eight 30 s windows one by
-    one took 5.7-6.4 s against 7.6-8.6 s in batches of 2-8), 8 when it has more (two
-    threads share a batched step well and a single window's badly: 5.6 s in batches of
-    8 against 7.9-8.7 s one by one)."""
+    """``0`` (auto): 16 windows at once on a GPU, 8 on a CPU. A CPU decoder encodes a
+    batch's windows one by one and decodes them together (``decoding``): a batched
+    decoding step costs little more than one window's, whatever the threads, so on the
+    development meetings 1, 2 and 7 batches of 8 took 32.3-36.8 s against 35.3-37.8 s
+    one window at a time, with the same words."""
     if batch_size > 0:
         return batch_size
-    if device == "cuda":
-        return 16
-    return 1 if threads <= 1 else 8
+    return 16 if device == "cuda" else 8
 
 
 def resolve_parallel(parallel: int, device: str, threads: int) -> int:
