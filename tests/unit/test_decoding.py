@@ -73,7 +73,7 @@ def test_a_cpu_engine_splits_its_threads_into_decoders_and_takes_that_many_chunk
 def test_a_decoder_decodes_eight_windows_at_once_on_a_cpu_unless_told() -> None:
     from postcall.engines.whisper_local import resolve_batch_size
 
-    assert resolve_batch_size(0, "cpu", 1) == 8  # a batched step costs about one window's
-    assert resolve_batch_size(0, "cpu", 2) == 8
-    assert resolve_batch_size(0, "cuda", 1) == 16
-    assert resolve_batch_size(4, "cpu", 1) == 4  # told
+    assert resolve_batch_size(0, "cpu") == 8  # a batched step costs about one window's
+    assert resolve_batch_size(0, "cuda") == 16
+    assert resolve_batch_size(4, "cpu") == 4  # told
+    assert resolve_batch_size(1, "cpu") == 1

@@ -129,12 +129,12 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return next((c for c in preferred if c in supported), "default")
 
 
-def resolve_batch_size(batch_size: int, device: str, threads: int = 1) -> int:
+def resolve_batch_size(batch_size: int, device: str) -> int:
     """``0`` (auto): 16 windows at once on a GPU, 8 on a CPU. A CPU decoder encodes a
     batch's windows one by one and decodes them together (``decoding``): a batched
     decoding step costs little more than one window's, whatever the threads, so on the
     development meetings 1, 2 and 7 batches of 8 took 32.3-36.8 s against 35.3-37.8 s
-    one window at a time, with the same words."""
+    one window at a time (mean WER 15.89 % against 15.82 %)."""
     if batch_size > 0:
         return batch_size
     return 16 if device == "cuda" else 8
@@ -265,7 +265,7 @@ class FasterWhisperEngine:
             # more calls than replicas wait their turn inside CTranslate2.
             replicas = max(self._num_workers, parallel)
             threads = max(1, self._cpu_threads // replicas)
-            self.batch_size = resolve_batch_size(self._batch_size, device, threads)
+            self.batch_size = resolve_batch_size(self._batch_size, device)
             # On a CPU one call's batches are spread over the replicas (a GPU's one
             # batch already fills it).
             self.decoders = replicas if device == "cpu" else 1
