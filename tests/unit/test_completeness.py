@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from postcall.domain import Word
 from postcall.engines.completeness import (
+    DOUBTED_MEAN_P,
+    confidence,
+    doubted,
     merged,
     place,
     recover,
     replaced,
     segments,
+    surer,
     unheard,
     unrepeated,
 )
@@ -200,3 +204,29 @@ def test_short_words_stretched_over_a_skipped_turn_do_not_hide_it() -> None:
     # Words said at their own pace account for their audio, slow ones included.
     paced = [w(0.0, 0.3, "On"), w(0.4, 0.6, "the"), w(0.7, 1.6, "considered"), w(1.7, 2.2, "I")]
     assert unheard([(0, round(2.3 * RATE))], [paced]) == []
+
+
+def sure(p: float, text: str = "word", at: float = 0.0) -> Word:
+    return Word(start=at, end=at + 0.3, text=text, probability=p)
+
+
+def test_regions_read_in_doubt_are_those_whose_words_are_unsure_on_average() -> None:
+    regions = [
+        [sure(0.9), sure(0.2)],  # 0.55: sure enough
+        [sure(0.2), sure(0.3), sure(0.99, "...")],  # 0.25; a lone mark counts for nothing
+        [],  # nothing read: the completeness check's business, not a doubt
+        [sure(0.99, "...")],
+        [sure(DOUBTED_MEAN_P - 0.01)],
+    ]
+    assert doubted(regions) == [1, 4]
+    assert doubted(regions, least=0.6) == [0, 1, 4]
+    assert confidence(regions[1]) == 0.25 and confidence(regions[3]) is None
+
+
+def test_the_reading_the_model_is_surer_of_wins() -> None:
+    first = [sure(0.2, "montree"), sure(0.3, "liner")]
+    assert surer(first, [sure(0.5, "montreal"), sure(0.4, "aligner")])
+    assert not surer(first, [sure(0.1, "run")])  # less sure
+    assert not surer(first, [])  # nothing read again: keep what was read
+    assert not surer(first, [sure(0.9, "...")])
+    assert surer([], [sure(0.3)])

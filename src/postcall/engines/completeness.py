@@ -15,6 +15,9 @@ word seconds away from where it was said. Given the speech regions that were dec
   audio a word was stretched over;
 * ``recover`` reads those again (packed a few to a short window first, then alone
   what that still skipped) and puts the new words in (``replaced``);
+* ``doubted`` finds the regions whose reading the model itself doubts (the mean
+  probability of its words is low), to be read again with more context, and
+  ``surer`` tells which of two readings the model is surer of;
 * ``segments`` turns the words of each region into sentence-sized segments.
 
 Pure functions: no model, no I/O.
@@ -53,6 +56,8 @@ WORD_REACH_S = 0.4
 # its neighbour's put there by the alignment): the whole region is read again.
 SPARSE_MIN_S = 2.0
 SPARSE_S_PER_WORD = 2.0
+# A region whose words have a mean probability under this was read in doubt.
+DOUBTED_MEAN_P = 0.5
 # A decoder that loops repeats a run of words; a copy of at least this many words that
 # the alignment fits into at most ``REPEAT_SHARE`` of the time of the run before it
 # was not said again (a speaker who repeats himself takes about as long).
@@ -212,6 +217,32 @@ def replaced(
         return list(words)
     outside = [w for w in words if not lo <= (w.start + w.end) / 2 < hi]
     return merged(outside, again)
+
+
+def spoken(word: Word) -> bool:
+    """Whether ``word`` holds a letter or digit (not a lone "..." or "-")."""
+    return any(c.isalnum() for c in word.text)
+
+
+def confidence(words: Sequence[Word]) -> float | None:
+    """The mean probability of the ``spoken`` words; None when there are none."""
+    said = [w.probability for w in words if spoken(w)]
+    return sum(said) / len(said) if said else None
+
+
+def doubted(words_by_region: Sequence[Sequence[Word]], least: float = DOUBTED_MEAN_P) -> list[int]:
+    """The regions whose words' mean probability is under ``least``."""
+    return [
+        i
+        for i, words in enumerate(words_by_region)
+        if (p := confidence(words)) is not None and p < least
+    ]
+
+
+def surer(first: Sequence[Word], again: Sequence[Word]) -> bool:
+    """Whether the model is surer of the reading ``again`` than of ``first``."""
+    new, old = confidence(again), confidence(first)
+    return new is not None and (old is None or new > old)
 
 
 def segments(words_by_region: Sequence[Sequence[Word]]) -> list[Segment]:
