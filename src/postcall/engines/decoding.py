@@ -98,7 +98,8 @@ def decode_clips(
             for i in group
         ]
         # One pipeline per batch: it keeps state.
-        pipeline = BatchedInferencePipeline(_RowEncoding(model) if len(group) > 1 else model)
+        by_row = len(group) > 1 and model.model.device == "cpu"
+        pipeline = BatchedInferencePipeline(_RowEncoding(model) if by_row else model)
         results = pipeline.forward(batch, tokenizer, meta, settings)
         return [[_segment(raw, options.word_timestamps) for raw in result] for result in results]
 
@@ -119,7 +120,8 @@ class _RowEncoding:
     them together. On a CPU a batch's encoder pass costs more than its windows' passes
     one by one (its activations outgrow the caches), while a batched decoding step costs
     little more than one window's (each step reads the whole output projection, 51,864
-    tokens wide, whatever the number of rows). A GPU encodes a batch at once."""
+    tokens wide, whatever the number of rows). A GPU encodes a batch at once, so
+    ``decode_clips`` wraps only a CPU model's batches of two or more."""
 
     def __init__(self, model: Any) -> None:
         self._model = model
@@ -128,8 +130,6 @@ class _RowEncoding:
         return getattr(self._model, name)
 
     def encode(self, features: npt.NDArray[np.float32]) -> Any:
-        if features.ndim == 2 or features.shape[0] == 1 or self._model.model.device != "cpu":
-            return self._model.encode(features)
         import ctranslate2
 
         rows = [
