@@ -7,6 +7,7 @@ from postcall.engines.completeness import (
     DOUBTED_MEAN_P,
     confidence,
     doubted,
+    doubted_stretches,
     merged,
     place,
     recover,
@@ -221,6 +222,40 @@ def test_regions_read_in_doubt_are_those_whose_words_are_unsure_on_average() -> 
     assert doubted(regions) == [1, 4]
     assert doubted(regions, least=0.6) == [0, 1, 4]
     assert confidence(regions[1]) == 0.25 and confidence(regions[3]) is None
+
+
+def heard(start: float, end: float, p: float, text: str = "word") -> Word:
+    return Word(start=start, end=end, text=text, probability=p)
+
+
+def test_a_drawn_out_utterance_read_in_doubt_beside_sure_words_is_read_again() -> None:
+    # A neighbour's words read well, then "montreal forced aligner" drawn out over 7 s
+    # and read as a few unsure words among "..." marks, then sure words again.
+    words = [heard(0.0, 0.4, 0.99, "we"), heard(0.4, 0.8, 0.97, "talk"), heard(0.8, 1.2, 0.97)]
+    words += [heard(1.4, 1.6, 0.02, "Bye"), heard(2.0, 2.1, 0.8, ".")]
+    words += [heard(4.0 + 0.2 * i, 4.2 + 0.2 * i, 0.9, "...") for i in range(6)]
+    words += [heard(6.0, 6.2, 0.03, "or"), heard(6.6, 8.2, 0.3, "stilliner")]
+    words += [heard(8.3, 8.6, 0.95, "we"), heard(8.6, 9.0, 0.95, "still")]
+    region = (0, 10 * RATE)
+    assert doubted([words]) == []  # its mean is 0.66: the region as a whole seems sure
+    assert doubted_stretches([region], [words]) == [(0, (round(1.2 * RATE), round(8.3 * RATE)))]
+    # At either end of a region the stretch runs to the region's edge.
+    tail = [heard(0.1 * i, 0.1 * i + 0.1, 0.9) for i in range(3)]
+    tail += [heard(1.0, 1.5, 0.1, "un"), heard(2.0, 3.5, 0.2, "sure")]
+    assert doubted_stretches([region], [tail]) == [(0, (round(0.3 * RATE), 10 * RATE))]
+
+
+def test_short_runs_and_runs_of_marks_alone_are_not_doubted() -> None:
+    region = (0, 10 * RATE)
+    short = [heard(0.0, 0.5, 0.9), heard(0.6, 1.0, 0.2), heard(1.0, 1.5, 0.1), heard(2.0, 3.0, 0.9)]
+    marks = [heard(0.0, 0.5, 0.9), *(heard(1.0 + i, 1.5 + i, 0.9, "...") for i in range(4))]
+    marks.append(heard(5.0, 6.0, 0.9))
+    sure_words = [heard(0.0, 4.0, 0.9), heard(4.0, 8.0, 0.8)]
+    assert doubted_stretches([region] * 3, [short, marks, sure_words]) == []
+    # A region doubted whole is read again whole, once.
+    unsure = [heard(1.0, 2.0, 0.1), heard(2.0, 4.0, 0.2)]
+    second = (20 * RATE, 30 * RATE)
+    assert doubted_stretches([region, second], [sure_words, unsure]) == [(1, second)]
 
 
 def test_the_reading_the_model_is_surer_of_wins() -> None:

@@ -16,7 +16,8 @@ word seconds away from where it was said. Given the speech regions that were dec
 * ``recover`` reads those again (packed a few to a short window first, then alone
   what that still skipped) and puts the new words in (``replaced``);
 * ``doubted`` finds the regions whose reading the model itself doubts (the mean
-  probability of its words is low), to be read again with more context, and
+  probability of its words is low) and ``doubted_stretches`` those and the doubted
+  runs of words inside other regions, to be read again with more context;
   ``surer`` tells which of two readings the model is surer of;
 * ``segments`` turns the words of each region into sentence-sized segments.
 
@@ -29,6 +30,7 @@ import logging
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from itertools import groupby
 
 from postcall.domain import Segment, Word
 from postcall.engines.windows import split_segment
@@ -58,6 +60,10 @@ SPARSE_MIN_S = 2.0
 SPARSE_S_PER_WORD = 2.0
 # A region whose words have a mean probability under this was read in doubt.
 DOUBTED_MEAN_P = 0.5
+# ... and so was a run of this many seconds or more of a region's words that are each
+# doubtful (a spoken word under ``DOUBTED_MEAN_P``, or a mark such as "..." that the
+# model puts over what it cannot read), holding at least one spoken word.
+DOUBTED_RUN_S = 2.0
 # A decoder that loops repeats a run of words; a copy of at least this many words that
 # the alignment fits into at most ``REPEAT_SHARE`` of the time of the run before it
 # was not said again (a speaker who repeats himself takes about as long).
@@ -237,6 +243,41 @@ def doubted(words_by_region: Sequence[Sequence[Word]], least: float = DOUBTED_ME
         for i, words in enumerate(words_by_region)
         if (p := confidence(words)) is not None and p < least
     ]
+
+
+def doubted_stretches(
+    regions: Sequence[Region],
+    words_by_region: Sequence[Sequence[Word]],
+    *,
+    least: float = DOUBTED_MEAN_P,
+    min_run_s: float = DOUBTED_RUN_S,
+    rate: int = RATE,
+) -> list[tuple[int, Region]]:
+    """What to read again in doubt, as (region index, span): each ``doubted`` region
+    whole, and in the other regions each run of doubtful words (spoken under ``least``
+    or marks) that lasts ``min_run_s`` or more and holds a spoken word, from the end of
+    the word before it to the start of the word after it (the region's edges at its
+    ends). A drawn-out utterance read as a few unsure words among "..." marks, beside a
+    neighbour's words read well, lowers its region's mean too little to be caught whole.
+    """
+    whole = set(doubted(words_by_region, least))
+    out: list[tuple[int, Region]] = []
+    for i, ((a, b), words) in enumerate(zip(regions, words_by_region, strict=True)):
+        if i in whole:
+            out.append((i, (a, b)))
+            continue
+        j = 0
+        for unsure, group in groupby(words, key=lambda w: not spoken(w) or w.probability < least):
+            run = list(group)
+            k = j + len(run)
+            if unsure and run[-1].end - run[0].start >= min_run_s and any(map(spoken, run)):
+                lo = min(round(words[j - 1].end * rate) if j else a, round(run[0].start * rate))
+                hi = max(
+                    round(words[k].start * rate) if k < len(words) else b, round(run[-1].end * rate)
+                )
+                out.append((i, (max(a, lo), min(b, hi))))
+            j = k
+    return out
 
 
 def surer(first: Sequence[Word], again: Sequence[Word]) -> bool:
