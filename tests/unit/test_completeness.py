@@ -58,6 +58,12 @@ def test_one_long_word_does_not_account_for_a_whole_region() -> None:
     assert {i for i, _ in unheard([(0, 4 * RATE)], stretched)} == {0}
 
 
+def test_a_word_found_again_against_the_same_word_at_a_stretch_edge_is_not_doubled() -> None:
+    first = [w(1.0, 1.3, "this"), w(1.3, 1.5, "is"), w(4.0, 4.2, "done")]
+    found = [w(1.5, 1.5, "is"), w(1.5, 1.9, "what"), w(2.0, 2.3, "is"), w(3.9, 4.0, "Done.")]
+    assert [x.text for x in merged(first, found)] == ["this", "is", "what", "is", "done"]
+
+
 def test_words_found_again_are_merged_in_order() -> None:
     first, found = [w(0, 1, "a"), w(3, 4, "c")], [w(1.5, 2.5, "b")]
     assert [x.text for x in merged(first, found)] == ["a", "b", "c"]

@@ -51,6 +51,8 @@ WORD_BASE_S = 0.3
 S_PER_LETTER = 0.1
 # Readings of unheard speech: packed first, then alone for what a reading skipped.
 REREAD_ROUNDS = 3
+# A word found again this close (s) to the same word already read is that word again.
+TOUCH_S = 0.05
 # Speech runs at 2-3 words a second: a word accounts for the audio this close to it (s).
 WORD_REACH_S = 0.4
 # A region this long (s) that came back with fewer than one word per ``SPARSE_S_PER_WORD``
@@ -170,8 +172,20 @@ def stretched(word: Word) -> bool:
 
 
 def merged(first: Sequence[Word], found: Sequence[Word]) -> list[Word]:
-    """A region's words with those found again in its unheard stretches, in order."""
-    return sorted([*first, *found], key=lambda w: (w.start, w.end))
+    """A region's words with those found again in its unheard stretches, in order. A
+    word found again that repeats a word of ``first`` it touches is dropped: a stretch
+    read again from the end of the word before it may hear that word once more (its
+    copy squeezed against the stretch's edge)."""
+    kept = [w for w in found if not any(_touching_copy(w, o) for o in first)]
+    return sorted([*first, *kept], key=lambda w: (w.start, w.end))
+
+
+def _touching_copy(word: Word, other: Word) -> bool:
+    return (
+        _key(word) == _key(other)
+        and word.start <= other.end + TOUCH_S
+        and other.start <= word.end + TOUCH_S
+    )
 
 
 def recover(
