@@ -243,7 +243,7 @@ def test_a_drawn_out_utterance_read_in_doubt_beside_sure_words_is_read_again() -
     words += [heard(6.0, 6.2, 0.03, "or"), heard(6.6, 8.2, 0.3, "stilliner")]
     words += [heard(8.3, 8.6, 0.95, "we"), heard(8.6, 9.0, 0.95, "still")]
     region = (0, 10 * RATE)
-    assert doubted([words]) == []  # its mean is 0.66: the region as a whole seems sure
+    assert doubted([words]) == []  # its mean is 0.65: the region as a whole seems sure
     assert doubted_stretches([region], [words]) == [(0, (round(1.2 * RATE), round(8.3 * RATE)))]
     # At either end of a region the stretch runs to the region's edge.
     tail = [heard(0.1 * i, 0.1 * i + 0.1, 0.9) for i in range(3)]

@@ -372,9 +372,9 @@ class FasterWhisperEngine:
         Whisper's whole 30 s window, that reading kept where the model is surer of it.
         Slow or drawn-out speech that a short context misreads is often read right so:
         on the seven development meetings doubted regions read again left 8 turns empty
-        against 13 (mean WER 17.00 % against 17.12 %) for about 5 % more time, and
-        doubted runs too 6 (16.93 %), with 3 more windows read on three meetings (13
-        against 10) and no measurable time."""
+        against 13 (mean WER 17.00 % against 17.12 %) for about 5 % more time; reading
+        doubted runs again too left 6 (16.93 %), with 13 windows read in doubt on three
+        meetings against 10, in no time that could be measured."""
         doubted = completeness.doubted_stretches(regions, words)
         if not doubted or self.min_context_s >= FULL_CONTEXT_S:
             return words
