@@ -12,6 +12,7 @@ from postcall.engines.completeness import (
     place,
     recover,
     replaced,
+    replaced_if_surer,
     segments,
     surer,
     unheard,
@@ -213,8 +214,12 @@ def test_short_words_stretched_over_a_skipped_turn_do_not_hide_it() -> None:
     assert unheard([(0, round(2.3 * RATE))], [paced]) == []
 
 
+def heard(start: float, end: float, p: float, text: str = "word") -> Word:
+    return Word(start=start, end=end, text=text, probability=p)
+
+
 def sure(p: float, text: str = "word", at: float = 0.0) -> Word:
-    return Word(start=at, end=at + 0.3, text=text, probability=p)
+    return heard(at, at + 0.3, p, text)
 
 
 def test_regions_read_in_doubt_are_those_whose_words_are_unsure_on_average() -> None:
@@ -230,8 +235,17 @@ def test_regions_read_in_doubt_are_those_whose_words_are_unsure_on_average() -> 
     assert confidence(regions[1]) == 0.25 and confidence(regions[3]) is None
 
 
-def heard(start: float, end: float, p: float, text: str = "word") -> Word:
-    return Word(start=start, end=end, text=text, probability=p)
+def test_a_doubted_stretch_takes_the_reading_the_model_is_surer_of() -> None:
+    words = [heard(0.0, 0.5, 0.9, "we"), heard(1.0, 2.0, 0.1, "montree"), heard(3.0, 3.5, 0.9)]
+    span = (round(0.5 * RATE), round(3.0 * RATE))
+    again = [heard(1.0, 1.8, 0.6, "montreal"), heard(2.0, 2.8, 0.5, "aligner")]
+    assert [x.text for x in replaced_if_surer(words, span, again)] == [
+        "we",
+        "montreal",
+        "aligner",
+        "word",
+    ]
+    assert replaced_if_surer(words, span, [heard(1.0, 2.0, 0.05, "run")]) == words
 
 
 def test_a_drawn_out_utterance_read_in_doubt_beside_sure_words_is_read_again() -> None:

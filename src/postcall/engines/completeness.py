@@ -18,7 +18,8 @@ word seconds away from where it was said. Given the speech regions that were dec
 * ``doubted`` finds the regions whose reading the model itself doubts (the mean
   probability of its words is low) and ``doubted_stretches`` those and the doubted
   runs of words inside other regions, to be read again with more context;
-  ``surer`` tells which of two readings the model is surer of;
+  ``surer`` tells which of two readings the model is surer of, and
+  ``replaced_if_surer`` keeps the surer one;
 * ``segments`` turns the words of each region into sentence-sized segments.
 
 Pure functions: no model, no I/O.
@@ -231,12 +232,30 @@ def replaced(
     """A region's ``words`` with those whose middle lies in ``span`` replaced by the
     stretch's new reading, unless that holds fewer words (a stretched word of the first
     reading, that did not account for the stretch, gives way to what was said there)."""
-    lo, hi = span[0] / rate, span[1] / rate
-    inside = [w for w in words if lo <= (w.start + w.end) / 2 < hi]
+    inside, outside = _parted(words, span, rate)
     if len(again) < len(inside):
         return list(words)
-    outside = [w for w in words if not lo <= (w.start + w.end) / 2 < hi]
     return merged(outside, again)
+
+
+def replaced_if_surer(
+    words: Sequence[Word], span: Region, again: Sequence[Word], rate: int = RATE
+) -> list[Word]:
+    """A region's ``words`` with those whose middle lies in ``span`` replaced by the
+    stretch's new reading (its looped runs dropped: ``unrepeated``) where the model is
+    ``surer`` of that reading."""
+    inside, outside = _parted(words, span, rate)
+    return merged(outside, unrepeated(again)) if surer(inside, again) else list(words)
+
+
+def _parted(words: Sequence[Word], span: Region, rate: int) -> tuple[list[Word], list[Word]]:
+    """``words`` whose middle lies in ``span``, and the others."""
+    lo, hi = span[0] / rate, span[1] / rate
+    inside: list[Word] = []
+    outside: list[Word] = []
+    for word in words:
+        (inside if lo <= (word.start + word.end) / 2 < hi else outside).append(word)
+    return inside, outside
 
 
 def spoken(word: Word) -> bool:

@@ -383,12 +383,8 @@ class FasterWhisperEngine:
         redone, _ = self._decode(model, audio, clips, options, min_context_s=FULL_CONTEXT_S)
         again = completeness.place([w for s in redone for w in s.words], spans)
         out = list(words)
-        for (i, (a, b)), new in zip(doubted, again, strict=True):
-            lo, hi = a / RATE, b / RATE
-            inside = [w for w in out[i] if lo <= _mid(w) < hi]
-            if completeness.surer(inside, new):
-                outside = [w for w in out[i] if not lo <= _mid(w) < hi]
-                out[i] = completeness.merged(outside, completeness.unrepeated(new))
+        for (i, span), new in zip(doubted, again, strict=True):
+            out[i] = completeness.replaced_if_surer(out[i], span, new)
         return out
 
     def _decode(
