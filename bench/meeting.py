@@ -25,13 +25,15 @@ same model, int8 on the CPU, language "en", beam 5, word timestamps:
 (b) plain ``BatchedInferencePipeline``, batch 8;
 (c) postcall (``transcribe_media`` + ``assemble``, as ``postcall transcribe`` runs it).
 
-For each: WER against the whole reference; turns of at least 2 s with no word
-recognised (no reference word of the turn matched); the share of recognised words that
-lie inside their own turn (within 0.5 s); speed (audio s per wall s, the model loaded
-before the clock starts) and peak RSS. Plain batched and postcall, whose speeds are
-compared, are timed ``--repeats`` times (3), taking turns, and their median times are
-reported with each run's ratio beside the medians' (the machine's speed drifts by 10-20 %
-between runs). The table goes to stdout, the figures as one JSON line (also to
+For each: WER against the whole reference; turns of at least 2 s with no word recognised
+(no reference word of the turn matched), and the turns with no word in them at all
+(dropped: a turn in the first count but not in this one was heard and misread, a word
+of one in this count but not the first was put outside it); the share of recognised words
+that lie inside their own turn (within 0.5 s); speed (audio s per wall s, the model
+loaded before the clock starts) and peak RSS. Plain batched and postcall, whose speeds
+are compared, are timed ``--repeats`` times (3), taking turns, and their median times
+are reported with each run's ratio beside the medians' (the machine's speed drifts by
+10-20 % between runs). The table goes to stdout, the figures as one JSON line (also to
 bench/out/meeting-<set>.json).
 """
 
@@ -301,7 +303,8 @@ TIMED_AGAIN = ("batched", "postcall")
 
 
 def score(turns: list[Turn], words: Words, *, margin: float = 0.5) -> dict[str, Any]:
-    """WER, turns of >= 2 s with no word matched, and the share of matched words that lie
+    """WER, turns of >= 2 s with no word matched (and those with no word recognised in
+    them at all), and the share of matched words that lie
     inside their own turn (within ``margin`` s), from one alignment of the words to the
     reference turns."""
     from tests.helpers import score_turns
@@ -312,6 +315,8 @@ def score(turns: list[Turn], words: Words, *, margin: float = 0.5) -> dict[str, 
         "wer_pct": round(100 * got.wer, 2),
         "words_out": got.words_out,
         "empty_turns": [i for i in long_turns if got.hits[i] == 0],
+        # the turns with no word recognised in them at all: dropped, not misread
+        "silent_turns": [i for i in long_turns if got.said[i] == 0],
         "long_turns": len(long_turns),
         "inside_pct": round(100 * got.inside, 2),
     }
@@ -401,17 +406,21 @@ def run(args: argparse.Namespace, model_dir: str) -> None:
         print(f"  {row['run']}: {json.dumps({k: v for k, v in row.items() if k != 'run'})}")
     print()
     print(
-        f"{'run':<22} | {'WER %':>6} | {'empty turns >=2 s':>17} | {'inside turn %':>13} | "
-        f"{'x real time':>11} | {'peak RSS MB':>11}"
+        f"{'run':<22} | {'WER %':>6} | {'empty turns >=2 s':>17} | {'no word out':>11} | "
+        f"{'inside turn %':>13} | {'x real time':>11} | {'peak RSS MB':>11}"
     )
-    print("-" * 96)
+    print("-" * 110)
     for r in rows:
         empty = f"{len(r['empty_turns'])}/{r['long_turns']} ({r['empty_where_oracle_heard']})"
         print(
-            f"{r['run']:<22} | {r['wer_pct']:>6.2f} | {empty:>17} | {r['inside_pct']:>13.2f} | "
-            f"{r['x_real_time']:>11.2f} | {r['peak_rss_mb']:>11.0f}"
+            f"{r['run']:<22} | {r['wer_pct']:>6.2f} | {empty:>17} | {len(r['silent_turns']):>11} | "
+            f"{r['inside_pct']:>13.2f} | {r['x_real_time']:>11.2f} | {r['peak_rss_mb']:>11.0f}"
         )
-    print("(empty turns: of the turns of >= 2 s; in brackets, those the oracle heard)")
+    print(
+        "(empty turns: of the turns of >= 2 s, those with no reference word matched; in "
+        "brackets, those the oracle heard; no word out: turns of >= 2 s with no word "
+        "recognised in them at all)"
+    )
     by = {r["run"]: r for r in rows}
     summary: dict[str, Any] = {
         "set": args.split,

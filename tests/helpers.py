@@ -7,8 +7,9 @@ import json
 import re
 import time
 import unicodedata
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +60,9 @@ class TurnScore:
     hits: list[int]  # per turn: its reference words matched exactly
     inside: float  # share of matched words whose middle lies within their own turn
     words_out: int
+    # per turn: the words recognised whose middle lies within it, matched or not (a turn
+    # with hits of 0 but words said was heard and misread, one with none was dropped)
+    said: list[int] = field(default_factory=list)
 
 
 def score_turns(
@@ -68,8 +72,8 @@ def score_turns(
     margin: float = 0.5,
 ) -> TurnScore:
     """Score ``words`` (text, start s, end s) against ``turns`` (start s, end s, text):
-    WER, hits per turn, and the share of matched words (exact or substituted) that lie
-    inside their own turn, within ``margin`` seconds."""
+    WER, hits per turn, the share of matched words (exact or substituted) that lie
+    inside their own turn, within ``margin`` seconds, and the words said in each turn."""
     ref: list[tuple[str, int]] = []
     for i, (_, _, text) in enumerate(turns):
         ref += [(token, i) for token in normalize(text).split()]
@@ -88,11 +92,14 @@ def score_turns(
             matched += 1
             inside += turns[i][0] - margin <= mid <= turns[i][1] + margin
             hits[i] += chunk.type == "equal"
+    mids = sorted(mid for _, mid in hyp)
+    said = [bisect_right(mids, b) - bisect_left(mids, a) for a, b, _ in turns]
     return TurnScore(
         wer=float(out.wer),
         hits=hits,
         inside=inside / matched if matched else 0.0,
         words_out=len(hyp),
+        said=said,
     )
 
 

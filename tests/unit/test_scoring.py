@@ -35,3 +35,11 @@ def test_a_word_outside_its_turn_counts_against_inside() -> None:
     got = score_turns(turns, words, margin=0.5)
     assert got.hits == [2, 2]
     assert got.inside == 3 / 4
+
+
+def test_a_turn_misread_is_told_from_a_turn_dropped() -> None:
+    turns = [(0.0, 3.0, "montreal forced aligner"), (3.5, 5.0, "thank you")]
+    words = [("Stilliner", 1.0, 1.6), ("...", 2.0, 2.5)]  # the first misread, the second lost
+    got = score_turns(turns, words)
+    assert got.hits == [0, 0]
+    assert got.said == [1, 0]  # a mark such as "..." is no word said
