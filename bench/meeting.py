@@ -26,15 +26,15 @@ same model, int8 on the CPU, language "en", beam 5, word timestamps:
 (c) postcall (``transcribe_media`` + ``assemble``, as ``postcall transcribe`` runs it).
 
 For each: WER against the whole reference; turns of at least 2 s with no word recognised
-(no reference word of the turn matched), and the turns with no word in them at all
-(dropped: a turn in the first count but not in this one was heard and misread, a word
-of one in this count but not the first was put outside it); the share of recognised words
-that lie inside their own turn (within 0.5 s); speed (audio s per wall s, the model
-loaded before the clock starts) and peak RSS. Plain batched and postcall, whose speeds
-are compared, are timed ``--repeats`` times (3), taking turns, and their median times
-are reported with each run's ratio beside the medians' (the machine's speed drifts by
-10-20 % between runs). The table goes to stdout, the figures as one JSON line (also to
-bench/out/meeting-<set>.json).
+(no reference word of the turn matched), and turns of at least 2 s with no word in them
+at all (dropped: a turn counted in the first but not here was heard and misread, one
+counted here but not in the first had its words put outside it); the share of recognised
+words that lie inside their own turn (within 0.5 s); speed (audio s per wall s, the
+model loaded before the clock starts) and peak RSS. Plain batched and postcall, whose
+speeds are compared, are timed ``--repeats`` times (3), taking turns, and their median
+times are reported with each run's ratio beside the medians' (the machine's speed drifts
+by 10-20 % between runs). The table goes to stdout, the figures as one JSON line (also
+to bench/out/meeting-<set>.json).
 """
 
 from __future__ import annotations
@@ -303,10 +303,9 @@ TIMED_AGAIN = ("batched", "postcall")
 
 
 def score(turns: list[Turn], words: Words, *, margin: float = 0.5) -> dict[str, Any]:
-    """WER, turns of >= 2 s with no word matched (and those with no word recognised in
-    them at all), and the share of matched words that lie
-    inside their own turn (within ``margin`` s), from one alignment of the words to the
-    reference turns."""
+    """WER, turns of >= 2 s with no word matched and those with no word recognised in
+    them at all, and the share of matched words that lie inside their own turn (within
+    ``margin`` s), from one alignment of the words to the reference turns."""
     from tests.helpers import score_turns
 
     got = score_turns([(t.start, t.end, t.text) for t in turns], words, margin=margin)
