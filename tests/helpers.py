@@ -9,7 +9,7 @@ import time
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ class TurnScore:
     words_out: int
     # per turn: the words recognised whose middle lies within it, matched or not (a turn
     # with hits of 0 but words said was heard and misread, one with none was dropped)
-    said: list[int] = field(default_factory=list)
+    said: list[int]
 
 
 def score_turns(
