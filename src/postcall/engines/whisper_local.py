@@ -60,6 +60,7 @@ import numpy.typing as npt
 from postcall.domain import Segment, Word
 from postcall.engines import completeness
 from postcall.engines.base import EngineOptions, EngineResult
+from postcall.engines.cpu_runtime import tune_for_cpu
 from postcall.engines.decoding import MIN_CONTEXT_S, DecodeOptions, decode_clips
 from postcall.engines.levels import levelled
 from postcall.engines.speech import find_speech
@@ -262,6 +263,8 @@ class FasterWhisperEngine:
             from faster_whisper import WhisperModel
 
             device = resolve_device(self._device)
+            if device == "cpu":  # before CTranslate2 picks its kernels
+                tune_for_cpu()
             compute_type = resolve_compute_type(self._compute_type, device)
             self.device, self.compute_type = device, compute_type
             parallel = resolve_parallel(self._parallel, device, self._cpu_threads)
