@@ -276,6 +276,10 @@ def test_short_runs_and_runs_of_marks_alone_are_not_doubted() -> None:
     unsure = [heard(1.0, 2.0, 0.1), heard(2.0, 4.0, 0.2)]
     second = (20 * RATE, 30 * RATE)
     assert doubted_stretches([region, second], [sure_words, unsure]) == [(1, second)]
+    # ... when it lasts as long as a doubted run must: one short unsure word is not.
+    blip = (40 * RATE, round(41.5 * RATE))
+    assert doubted_stretches([blip], [[heard(40.2, 41.2, 0.1)]]) == []
+    assert doubted_stretches([blip], [[heard(40.2, 41.2, 0.1)]], min_run_s=1.5) == [(0, blip)]
 
 
 def test_the_reading_the_model_is_surer_of_wins() -> None:

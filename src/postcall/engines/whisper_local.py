@@ -25,8 +25,9 @@ Every chunk goes the same way (``_transcribe_windows``):
    12-second window, then what is still unheard each on its own (and a stretch that
    gives nothing even so, once more with Whisper's whole 30 s of context), and the
    new words put in (``completeness.recover``);
-6. a region whose words the model doubts (mean probability under 0.5), or a run of
-   two seconds or more of unsure words and "..." marks inside a region
+6. a region of two seconds or more whose words the model doubts (mean probability
+   under 0.5), or a run of two seconds or more of unsure words and "..." marks inside
+   a region
    (``completeness.doubted_stretches``), is read again alone with the whole 30 s of
    context, and the reading the model is surer of kept (``completeness.surer``).
 
