@@ -81,6 +81,28 @@ def test_claim_repoints_a_stranded_job_without_reconcile(
     assert pending(raw) == 2  # each claimed job holds exactly one pending pointer
 
 
+def test_a_pointer_kept_from_a_lost_stream_never_drops_another_jobs(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    # Stream entry ids restart with a new stream: the id ``first`` kept from the lost
+    # stream can be the one ``second`` gets in the new stream when both are made in the
+    # same millisecond. Made so here, whatever the clock did.
+    store.add_recording(recording())
+    first, second = job(offset=0), job(offset=1)
+    store.add_transcription(first)
+    raw.delete(STREAM)
+    store.add_transcription(second)
+    [(_, [(live, _)])] = raw.xread({STREAM: "0"})
+    raw.hset(f"postcall:tr:{first.id}", "entry", live)
+    got = [store.claim(f"w{i}", lease_s=60, max_attempts=3) for i in range(3)]
+    assert [g.id if g else None for g in got] == [second.id, first.id, None]
+    assert pending(raw) == 2  # second's pointer survived first's re-pointing
+    assert store.heartbeat(second.id, "w0", progress=0.5, lease_s=60)
+    assert store.complete(second.id, "w0", RESULT)
+    assert store.complete(first.id, "w1", RESULT)
+    assert pending(raw) == 0
+
+
 def test_a_duplicate_pointer_never_hands_a_job_out_twice(
     store: RedisStore, raw: redis.Redis
 ) -> None:

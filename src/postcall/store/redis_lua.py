@@ -15,11 +15,22 @@ local function owned(h, worker, now)
   return h.status == 'processing' and h.lease_owner == worker
     and expires ~= nil and expires >= now
 end
-local function drop_pointer(stream, group, entry)
-  if entry then
-    redis.pcall('XACK', stream, group, entry)
-    redis.pcall('XDEL', stream, entry)
+-- Ack and delete a job's stream pointer. Given the job's id, a pointer whose entry now
+-- names another job is left alone: an id kept from a lost stream can be that of a live
+-- entry of the new one (both made in the same millisecond).
+local function drop_pointer(stream, group, entry, id)
+  if not entry then return end
+  if id then
+    local r = redis.pcall('XRANGE', stream, entry, entry)
+    if type(r) == 'table' and not r.err and #r > 0 then
+      local fields = r[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'id' and fields[i + 1] ~= id then return end
+      end
+    end
   end
+  redis.pcall('XACK', stream, group, entry)
+  redis.pcall('XDEL', stream, entry)
 end
 local function forget_consumer(stream, group, consumer)
   if not consumer then return end
@@ -67,7 +78,7 @@ redis.call('ZREM', KEYS[2], h.id)
 redis.call('ZREM', ARGV[2] .. h.recording_id, h.id)
 redis.call('ZREM', KEYS[4], h.id)
 redis.call('ZREM', KEYS[5], h.id)
-drop_pointer(KEYS[6], ARGV[3], h.entry)
+drop_pointer(KEYS[6], ARGV[3], h.entry, h.id)
 forget_consumer(KEYS[6], ARGV[3], h.lease_owner)
 return flat
 """
@@ -85,7 +96,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZREM', KEYS[5], id)
     redis.call('ZREM', KEYS[6], id)
-    drop_pointer(KEYS[7], ARGV[4], h.entry)
+    drop_pointer(KEYS[7], ARGV[4], h.entry, h.id)
     forget_consumer(KEYS[7], ARGV[4], h.lease_owner)
     table.insert(out, flat)
   end
@@ -131,7 +142,7 @@ while true do
     redis.call('HDEL', key, 'lease_owner', 'lease_expires', 'entry')
     redis.call('ZREM', leases, id)
     emit_transcript(KEYS[4], ARGV[8] .. 'evt_' .. redis.sha1hex(ARGV[9] .. id):sub(1, 32), key)
-    drop_pointer(stream, group, h.entry)
+    drop_pointer(stream, group, h.entry, h.id)
     forget_consumer(stream, group, h.lease_owner)
   else
     if h.entry then redis.pcall('XCLAIM', stream, group, worker, 0, h.entry, 'JUSTID') end
@@ -156,7 +167,7 @@ while true do
     local key = pfx .. (id or '')
     local h = hgetall(key)
     if id and h.status == 'queued' then
-      if h.entry ~= entry then drop_pointer(stream, group, h.entry) end
+      if h.entry ~= entry then drop_pointer(stream, group, h.entry, h.id) end
       redis.call('HSET', key, 'entry', entry)
       return take(key, id)
     end
@@ -173,7 +184,7 @@ while true do
     elseif repointed then
       return take(key, oldest[1])  -- the group does not deliver new entries: take it as is
     else
-      drop_pointer(stream, group, h.entry)
+      drop_pointer(stream, group, h.entry, h.id)
       enqueue(key, queued, stream, h)
       repointed = true
     end
@@ -203,7 +214,7 @@ local outcome = ARGV[4]
 redis.call('HSET', KEYS[1], 'status', outcome, 'updated_at', ARGV[3], unpack(ARGV, 5))
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_expires', 'entry')
 redis.call('ZREM', KEYS[2], h.id)
-drop_pointer(KEYS[3], ARGV[1], h.entry)
+drop_pointer(KEYS[3], ARGV[1], h.entry, h.id)
 forget_consumer(KEYS[3], ARGV[1], ARGV[2])
 if outcome == 'completed' then redis.call('DEL', KEYS[4]) end
 if outcome ~= 'queued' then emit_transcript(KEYS[6], KEYS[7], KEYS[1]) end
@@ -250,7 +261,7 @@ for i = 1, #rows, 2 do
   if h.status ~= 'queued' then
     redis.call('ZREM', queued, id)
   elseif not live(h.entry) then
-    drop_pointer(stream, group, h.entry)
+    drop_pointer(stream, group, h.entry, h.id)
     enqueue(key, queued, stream, h)
     restored = restored + 1
   end

@@ -63,7 +63,7 @@ end
 redis.call('HSET', KEYS[1], 'attempts', 0, 'updated_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_expires', 'entry')
 redis.call('ZREM', KEYS[6], ARGV[4])
-drop_pointer(KEYS[7], ARGV[1], h.entry)
+drop_pointer(KEYS[7], ARGV[1], h.entry, h.id)
 forget_consumer(KEYS[7], ARGV[1], ARGV[2])
 return 1
 """
