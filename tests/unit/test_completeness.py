@@ -12,9 +12,8 @@ from postcall.engines.completeness import (
     place,
     recover,
     replaced,
-    replaced_if_surer,
+    replaced_if_said,
     segments,
-    surer,
     unheard,
     unrepeated,
 )
@@ -235,17 +234,24 @@ def test_regions_read_in_doubt_are_those_whose_words_are_unsure_on_average() -> 
     assert confidence(regions[1]) == 0.25 and confidence(regions[3]) is None
 
 
-def test_a_doubted_stretch_takes_the_reading_the_model_is_surer_of() -> None:
-    words = [heard(0.0, 0.5, 0.9, "we"), heard(1.0, 2.0, 0.1, "montree"), heard(3.0, 3.5, 0.9)]
+def test_a_doubted_stretch_takes_its_reading_again_when_that_holds_a_word() -> None:
+    words = [heard(0.0, 0.5, 0.9, "we"), heard(1.0, 2.0, 0.6, "montree"), heard(3.0, 3.5, 0.9)]
     span = (round(0.5 * RATE), round(3.0 * RATE))
-    again = [heard(1.0, 1.8, 0.6, "montreal"), heard(2.0, 2.8, 0.5, "aligner")]
-    assert [x.text for x in replaced_if_surer(words, span, again)] == [
+    # Read again less sure of itself, it still replaces the reading in doubt.
+    again = [heard(1.0, 1.8, 0.3, "montreal"), heard(2.0, 2.8, 0.4, "aligner")]
+    assert [x.text for x in replaced_if_said(words, span, again)] == [
         "we",
         "montreal",
         "aligner",
         "word",
     ]
-    assert replaced_if_surer(words, span, [heard(1.0, 2.0, 0.05, "run")]) == words
+    # Nothing read again, or marks alone: what was read stays.
+    assert replaced_if_said(words, span, []) == words
+    assert replaced_if_said(words, span, [heard(1.0, 2.0, 0.9, "...")]) == words
+    # A run the reading again said twice over the stretch is put in once.
+    loop = [heard(1.0 + 0.2 * i, 1.2 + 0.2 * i, 0.5, t) for i, t in enumerate(["a", "b", "c"])]
+    loop += [heard(1.6 + 0.05 * i, 1.65 + 0.05 * i, 0.5, t) for i, t in enumerate(["a", "b", "c"])]
+    assert [x.text for x in replaced_if_said(words, span, loop)] == ["we", "a", "b", "c", "word"]
 
 
 def test_a_drawn_out_utterance_read_in_doubt_beside_sure_words_is_read_again() -> None:
@@ -280,12 +286,3 @@ def test_short_runs_and_runs_of_marks_alone_are_not_doubted() -> None:
     blip = (40 * RATE, round(41.5 * RATE))
     assert doubted_stretches([blip], [[heard(40.2, 41.2, 0.1)]]) == []
     assert doubted_stretches([blip], [[heard(40.2, 41.2, 0.1)]], min_run_s=1.5) == [(0, blip)]
-
-
-def test_the_reading_the_model_is_surer_of_wins() -> None:
-    first = [sure(0.2, "montree"), sure(0.3, "liner")]
-    assert surer(first, [sure(0.5, "montreal"), sure(0.4, "aligner")])
-    assert not surer(first, [sure(0.1, "run")])  # less sure
-    assert not surer(first, [])  # nothing read again: keep what was read
-    assert not surer(first, [sure(0.9, "...")])
-    assert surer([], [sure(0.3)])

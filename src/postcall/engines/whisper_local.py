@@ -29,7 +29,8 @@ Every chunk goes the same way (``_transcribe_windows``):
    under 0.5), or a run of two seconds or more of unsure words and "..." marks inside
    a region
    (``completeness.doubted_stretches``), is read again alone with the whole 30 s of
-   context, and the reading the model is surer of kept (``completeness.surer``).
+   context, and that reading put in where it holds a word
+   (``completeness.replaced_if_said``).
 
 ``batch_size=1`` decodes the same windows one at a time.
 
@@ -373,7 +374,7 @@ class FasterWhisperEngine:
         """``words`` with each stretch the model read in doubt (a region whose words'
         mean probability is low, or a run of two seconds or more of unsure words and
         "..." marks inside one: ``completeness.doubted_stretches``) read again alone in
-        Whisper's whole 30 s window, that reading kept where the model is surer of it.
+        Whisper's whole 30 s window, that reading put in where it holds a word.
         Slow or drawn-out speech that a short context misreads is often read right so:
         on the seven development meetings doubted regions read again left 8 turns empty
         against 13 (mean WER 17.00 % against 17.12 %) for about 5 % more time; reading
@@ -390,7 +391,7 @@ class FasterWhisperEngine:
         again = completeness.place([w for s in redone for w in s.words], spans)
         out = list(words)
         for (i, span), new in zip(doubted, again, strict=True):
-            out[i] = completeness.replaced_if_surer(out[i], span, new)
+            out[i] = completeness.replaced_if_said(out[i], span, new)
         return out
 
     def _decode(
