@@ -125,6 +125,39 @@ def test_recover_stops_when_nothing_is_unheard_and_after_its_rounds() -> None:
     assert calls == [True, False]  # a stretch that stays silent: packed, then alone, once
 
 
+def test_a_stretch_whose_reading_alone_stops_short_is_read_again_from_where_it_stopped() -> None:
+    # A 5.5 s stretch that the first readings skipped holds the tail of one speaker's
+    # sentence ("1462", which the alignment stretches over 1.3 s) and a whispered turn.
+    # Read alone, the decoder reads the tail and stops: the same stretch would read the
+    # same again, so what follows that reading's last word is read alone instead.
+    region = (0, 10 * RATE)
+    placed = [[w(0.1 + 0.4 * k, 0.4 + 0.4 * k, f"a{k}") for k in range(10)]]
+    calls: list[tuple[list[tuple[int, int]], bool]] = []
+
+    def read_again(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
+        calls.append((spans, packed))
+        a = spans[0][0] / RATE
+        if a < 5.0:
+            return [w(a, a + 1.3, "1462.")]
+        return [w(a + 0.3 + 0.3 * k, a + 0.5 + 0.3 * k, f"whisper{k}") for k in range(10)]
+
+    out = recover([region], placed, read_again)
+    assert [packed for _, packed in calls] == [True, False, False]
+    assert calls[0][0] == calls[1][0]  # packed, then alone: the same stretch, the same reading
+    (tail,) = calls[2][0]
+    assert tail == (calls[1][0][0][0] + round(1.3 * RATE), region[1])
+    assert [x.text for x in out[0]][-11:] == ["1462."] + [f"whisper{k}" for k in range(10)]
+    # A reading alone that stops within a second of the stretch's end is not followed.
+    calls.clear()
+
+    def stretched_to_the_end(spans: list[tuple[int, int]], packed: bool) -> list[Word]:
+        calls.append((spans, packed))
+        return [w(spans[0][0] / RATE, spans[0][1] / RATE - 0.7, "aaaaah")]
+
+    recover([region], placed, stretched_to_the_end)
+    assert [packed for _, packed in calls] == [True, False]
+
+
 def test_a_region_with_far_fewer_words_than_its_length_implies_is_read_whole() -> None:
     # 3.3 s of speech that came back as one word (a neighbour's "Now," the alignment put
     # there): no second of it lies far from that word, yet it was not heard.
