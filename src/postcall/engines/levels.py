@@ -63,9 +63,9 @@ def gain_curve(audio: Audio, options: LevelOptions | None = None) -> Audio:
     gain_db = np.convolve(
         np.pad(gain_db, k, mode="edge"), np.ones(2 * k + 1) / (2 * k + 1), "valid"
     )
-    per_sample = np.repeat(gain_db, _FRAME)
-    per_sample = np.pad(per_sample, (0, audio.size - per_sample.size), mode="edge")
-    return (10 ** (per_sample / 20)).astype(np.float32)
+    # Per frame, then per sample: no recording-long temporary arrays of float64.
+    per_sample = np.repeat((10 ** (gain_db / 20)).astype(np.float32), _FRAME)
+    return np.pad(per_sample, (0, audio.size - per_sample.size), mode="edge")
 
 
 def levelled(audio: Audio, options: LevelOptions | None = None) -> Audio:
@@ -77,7 +77,8 @@ def levelled(audio: Audio, options: LevelOptions | None = None) -> Audio:
 def _frame_db(audio: Audio) -> npt.NDArray[np.float64]:
     """Level of each whole 10 ms frame, dBFS (RMS), floored at digital silence."""
     n = audio.size // _FRAME
-    power = np.mean(audio[: n * _FRAME].astype(np.float64).reshape(n, _FRAME) ** 2, axis=1)
+    frames = np.asarray(audio[: n * _FRAME], dtype=np.float32).reshape(n, _FRAME)
+    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / _FRAME
     db: npt.NDArray[np.float64] = 10 * np.log10(np.maximum(power, 10 ** (_SILENCE_DB / 10)))
     return db
 
