@@ -62,7 +62,7 @@ import numpy.typing as npt
 from postcall.domain import Segment, Word
 from postcall.engines import completeness
 from postcall.engines.base import EngineOptions, EngineResult
-from postcall.engines.cpu_runtime import tune_for_cpu
+from postcall.engines.cpu_runtime import keep_heap, release_heap, tune_for_cpu
 from postcall.engines.decoding import MIN_CONTEXT_S, DecodeOptions, decode_clips
 from postcall.engines.levels import levelled
 from postcall.engines.speech import find_speech
@@ -195,6 +195,10 @@ class FasterWhisperEngine:
         self._last_used = time.monotonic()
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
+        if resolve_device(device) == "cpu":
+            # Now, before the worker's threads start: a thread that allocated before
+            # keeps an arena (and its free memory) of its own (``keep_heap``).
+            keep_heap()
         self.device = ""
         self.compute_type = ""
         self.batch_size = 0
@@ -230,6 +234,8 @@ class FasterWhisperEngine:
                 return False
             self._model = None
         gc.collect()
+        if self.device == "cpu":
+            release_heap()  # the heap kept the model's memory (``keep_heap``)
         log.info("unloaded Whisper model %s", self.model_name)
         return True
 
