@@ -28,13 +28,13 @@ Three defaults of the libraries underneath cost a CPU engine time for nothing:
   against 701 MB. (512 MB kept free in two arenas spared the kernel more, but a
   worker's peak RSS on a 60-minute recording grew from 899 MB to 1,320 MB.)
   A CPU engine sets this when it is built, before a worker's threads start: a thread
-  that allocated before keeps an arena of its own, and set only at the model's load a
-  worker's peak RSS on a 60-minute recording was 1,002 MB against 782 MB so.
+  that allocated before keeps an arena of its own (set only when the model loaded, a
+  worker's peak RSS on a 60-minute recording was 1,002 MB against 782 MB).
   ``release_heap`` gives the free memory back when the model is unloaded. Unless the
   operator set any of glibc's own ``MALLOC_*`` variables or ``GLIBC_TUNABLES``.
 
 All three affect the whole process (they must: CTranslate2 reads its setting once, at
-the first model it loads), so only a CPU engine makes them, before loading.
+the first model it loads), so only a CPU engine makes them, before its model loads.
 """
 
 from __future__ import annotations
@@ -160,10 +160,9 @@ def release_heap(libc: Glibc | None = None) -> bool:
 
 
 def tune_for_cpu() -> None:
-    """The three settings, for a CPU engine about to load its model."""
+    """The first two settings, for a CPU engine about to load its model (the engine
+    keeps the heap, ``keep_heap``, when it is built)."""
     if prefer_avx512():
         log.info("CTranslate2 set to its AVX-512 kernels (%s=AVX512)", ISA_VARIABLE)
     if single_threaded_blas():
         log.info("numpy's BLAS capped at one thread: the decoders use the cores")
-    if keep_heap():
-        log.info("glibc's heap keeps large blocks for the next decoding call")

@@ -196,8 +196,8 @@ class FasterWhisperEngine:
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
         if resolve_device(device) == "cpu":
-            # Now, before the worker's threads start: a thread that allocated before
-            # keeps an arena (and its free memory) of its own (``keep_heap``).
+            # Now, not at load (``tune_for_cpu``): a worker's threads that allocated
+            # before would keep arenas (and their free memory) of their own.
             keep_heap()
         self.device = ""
         self.compute_type = ""
