@@ -12,7 +12,7 @@ Every chunk goes the same way (``_transcribe_windows``):
    towards one level by its own loudness, bounded, and only where it stands out of
    the room's noise, so a participant 40 dB below the others is heard;
 2. its speech regions are found on that (``speech.find_speech``);
-3. the regions are packed into 15-second windows (``WINDOW_S``) cut only at
+3. the regions are packed into 10-second windows (``WINDOW_S``) cut only at
    pauses, inner pauses shortened (``windows.plan_windows``, ``windows.splice``), and
    the windows decoded ``batch_size`` at a time (``decoding.decode_clips``:
    faster-whisper's batched decoding, a short window encoded with its length and 5 s,
@@ -22,7 +22,7 @@ Every chunk goes the same way (``_transcribe_windows``):
 5. the result is checked against the audio: every stretch of speech of a second or
    more that no word accounts for (a region that came back empty, an utterance
    skipped inside one: ``completeness.unheard``) is read again, first a few to a
-   12-second window, then what is still unheard each on its own (and a stretch that
+   10-second window, then what is still unheard each on its own (and a stretch that
    gives nothing even so, once more with Whisper's whole 30 s of context), and the
    new words put in (``completeness.recover``);
 6. a region of two seconds or more whose words the model doubts (mean probability
@@ -101,16 +101,23 @@ NO_SPEECH_PROB = 0.6
 
 NO_SPEECH_LOGPROB = -1.0
 MAX_COMPRESSION_RATIO = 2.4
-# The first reading packs a chunk's speech into windows of at most this (s). Against
-# 30 s, on the nine development meetings, 15 s windows skip less (seed 7: 241 s of speech
-# left to read again against 327 s) and take about a fifth less time (62.7 s against
-# 80.4 s for the seven short ones, 46 s against 59 s for each 60-minute one), at the same
-# accuracy (mean WER 17.13 % against 17.06 %, 42 turns left empty against 41). On
-# clean long-form read speech (bench/long.py's file, read in-process) WER was 5.89 %
-# against 5.74 %.
-WINDOW_S = 15.0
-# The first reading again packs the skipped stretches into windows this short (s).
-REREAD_WINDOW_S = 12.0
+# The first reading packs a chunk's speech into windows of at most this (s), and the
+# reading again of what it skipped into windows this short too: with the 5 s margin a
+# window is encoded with (``decoding.MARGIN_S``) every such window fills the least
+# context (``decoding.MIN_CONTEXT_S``, 15 s) and no more. Each decoding step reads
+# every beam's copy of the encoder's output, so its cost follows the context, and
+# fewer utterances to a window skip fewer. On the 17 development meetings (seeds 1-17),
+# against 15 s first windows and 12 s rereading windows (20 s and 17 s of context):
+# mean WER 16.91 % against 17.26 %, the same 20 turns with no word matched, 9 % less
+# CPU time (265 s against 292 s) and wall time (143 s against 158 s); on three
+# 20-minute long-form development recordings of clean read speech (seeds 1-3) WER
+# 6.34 % against 6.28 %. 8 s windows took longer (294 s), more of them to encode;
+# keeping a region of up to 15 s whole in a window of its own read long-form speech
+# worse (6.47 %) in no less time. Against 30 s windows, 15 s ones had skipped less
+# (development meeting 7: 241 s of speech left to read again against 327 s) in about a
+# fifth less time.
+WINDOW_S = 10.0
+REREAD_WINDOW_S = 10.0
 # Whisper's own window (s): the context of a last reading alone.
 FULL_CONTEXT_S = 30.0
 # Decoders a CPU engine runs at once when not told (``resolve_parallel``).
