@@ -31,7 +31,7 @@ at all (dropped: a turn counted in the first but not here was heard and misread,
 counted here but not in the first had its words put outside it); the share of recognised
 words that lie inside their own turn (within 0.5 s); speed (audio s per wall s, the
 model loaded before the clock starts) and peak RSS. Plain batched and postcall, whose
-speeds are compared, are timed ``--repeats`` times (3), taking turns, and their median
+speeds are compared, are timed ``--repeats`` times (5), taking turns, and their median
 times are reported with each run's ratio beside the medians' (the machine's speed drifts
 by 10-20 % between runs). The table goes to stdout, the figures as one JSON line (also
 to bench/out/meeting-<set>.json).
@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=3,
+        default=5,
         help="times plain batched and postcall are timed, in turns (medians reported)",
     )
     args = parser.parse_args()
@@ -401,6 +401,8 @@ def run(args: argparse.Namespace, model_dir: str) -> None:
         if kind == "oracle":
             oracle_empty = set(row["empty_turns"])
         row["empty_where_oracle_heard"] = len(set(row["empty_turns"]) - oracle_empty)
+        # and the other way round: misread turns are chance, on either side
+        row["heard_where_oracle_empty"] = len(oracle_empty - set(row["empty_turns"]))
         rows.append(row)
         print(f"  {row['run']}: {json.dumps({k: v for k, v in row.items() if k != 'run'})}")
     print()
@@ -420,6 +422,12 @@ def run(args: argparse.Namespace, model_dir: str) -> None:
         "brackets, those the oracle heard; no word out: turns of >= 2 s with no word "
         "recognised in them at all)"
     )
+    if oracle_empty:
+        for r in (r for r in rows if r["run"] != labels["oracle"]):
+            print(
+                f"{r['run']}: of the {len(oracle_empty)} turns the oracle matched no word of, "
+                f"{r['heard_where_oracle_empty']} matched here"
+            )
     by = {r["run"]: r for r in rows}
     summary: dict[str, Any] = {
         "set": args.split,
